@@ -1,0 +1,24 @@
+//! AskPro's pipeline core.
+//!
+//! This crate owns the contracts every backend implements ([`EventLog`], [`StateStore`],
+//! [`Clock`]), the domain rules (phone numbers, dedup keys, order-tolerant handlers) and the
+//! supervised actors that run one tenant's pipeline. It never names a transport: Kafka, CQL,
+//! SQLite and HTTP live in the `askpro` crate as adapters.
+
+pub mod clock;
+pub mod dedup;
+pub mod domain;
+pub mod error;
+pub mod ids;
+pub mod log;
+pub mod partition;
+pub mod phone;
+pub mod record;
+pub mod store;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use error::{LogError, StoreError};
+pub use ids::{BranchId, CompanyId, EventId};
+pub use log::{EventLog, LogPosition};
+pub use record::{Disposition, LogRecord, Provider, RecordMeta, StoredRecord};
+pub use store::StateStore;

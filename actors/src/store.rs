@@ -1,0 +1,127 @@
+//! The state-store contract, shaped after CQL: every tenant row is reached through its
+//! `company_id` (the partition key), the only global rows are pointer tables (phone → branch,
+//! event id → company), writes that must not race are conditional (`IF NOT EXISTS`-style) and
+//! dedup keys expire (TTL).
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::domain::{
+    Appointment, Branch, Call, Company, DedupClaim, DedupEntry, EventRow, EventStatus, PhoneRoute,
+    Secret,
+};
+use crate::error::StoreError;
+use crate::ids::{BranchId, CompanyId, EventId};
+use crate::record::Provider;
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Arguments of a dedup claim.
+#[derive(Clone, Copy, Debug)]
+pub struct ClaimRequest<'a> {
+    pub company_id: CompanyId,
+    pub key: &'a str,
+    pub holder: EventId,
+    pub now: DateTime<Utc>,
+    /// Until when the claim blocks others if it is never completed (a crash).
+    pub lease_until: DateTime<Utc>,
+    /// When the key is forgotten (the dedup window; a TTL in CQL).
+    pub expires_at: DateTime<Utc>,
+}
+
+#[async_trait]
+pub trait StateStore: Send + Sync + 'static {
+    // ---- tenants -------------------------------------------------------------------------
+    async fn create_company(&self, company: &Company) -> StoreResult<()>;
+    async fn company(&self, id: CompanyId) -> StoreResult<Option<Company>>;
+    async fn companies(&self) -> StoreResult<Vec<Company>>;
+
+    /// Creates a branch and claims its phone number in the global phone index.
+    /// Fails with [`StoreError::Conflict`] if another branch owns the number, and with
+    /// [`StoreError::NotFound`] if the company does not exist.
+    async fn create_branch(&self, branch: &Branch) -> StoreResult<()>;
+    async fn branch(&self, company_id: CompanyId, id: BranchId) -> StoreResult<Option<Branch>>;
+    async fn branches(&self, company_id: CompanyId) -> StoreResult<Vec<Branch>>;
+    /// Global pointer lookup: which tenant and branch own an E.164 number.
+    async fn resolve_phone(&self, e164: &str) -> StoreResult<Option<PhoneRoute>>;
+
+    async fn add_secret(&self, secret: &Secret) -> StoreResult<()>;
+    async fn secrets(&self, company_id: CompanyId, provider: Provider) -> StoreResult<Vec<Secret>>;
+    /// Returns whether a secret was removed.
+    async fn remove_secret(
+        &self,
+        company_id: CompanyId,
+        provider: Provider,
+        id: &str,
+    ) -> StoreResult<bool>;
+
+    // ---- event ledger --------------------------------------------------------------------
+    /// Inserts ledger rows that do not exist yet (by tenant and id); existing rows are kept,
+    /// so a redelivered record never resets its status or attempts.
+    async fn record_events(&self, rows: &[EventRow]) -> StoreResult<()>;
+    async fn set_event_status(
+        &self,
+        company_id: CompanyId,
+        id: EventId,
+        status: EventStatus,
+        attempts: u32,
+        error: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()>;
+    async fn event(&self, company_id: CompanyId, id: EventId) -> StoreResult<Option<EventRow>>;
+    /// Resolves an event id through the global pointer table, then reads it in its tenant.
+    async fn find_event(&self, id: EventId) -> StoreResult<Option<EventRow>>;
+    /// A tenant's events, newest first.
+    async fn events(
+        &self,
+        company_id: CompanyId,
+        status: Option<EventStatus>,
+        limit: usize,
+    ) -> StoreResult<Vec<EventRow>>;
+
+    // ---- dedup ---------------------------------------------------------------------------
+    /// Claims a dedup key (conditional insert / lease takeover).
+    async fn dedup_claim(&self, req: ClaimRequest<'_>) -> StoreResult<DedupClaim>;
+    /// Marks a claimed key completed; later claims see [`DedupClaim::Completed`].
+    async fn dedup_complete(
+        &self,
+        company_id: CompanyId,
+        key: &str,
+        holder: EventId,
+    ) -> StoreResult<()>;
+    /// Drops a claim held by `holder` (the event failed; a later delivery may try again).
+    async fn dedup_release(
+        &self,
+        company_id: CompanyId,
+        key: &str,
+        holder: EventId,
+    ) -> StoreResult<()>;
+    /// Reads a key that has not expired at `now`.
+    async fn dedup_entry(
+        &self,
+        company_id: CompanyId,
+        key: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<DedupEntry>>;
+
+    // ---- calls and appointments ----------------------------------------------------------
+    /// Writes the call unless the stored one has a higher `version`. Returns whether it applied.
+    async fn upsert_call(&self, call: &Call) -> StoreResult<bool>;
+    async fn call(&self, company_id: CompanyId, call_id: &str) -> StoreResult<Option<Call>>;
+
+    /// Writes the appointment (keyed by tenant and `calcom_uid` when set, else by id) unless
+    /// the stored one has a higher `version`. Returns whether it applied.
+    async fn upsert_appointment(&self, appointment: &Appointment) -> StoreResult<bool>;
+    async fn appointment_by_calcom_uid(
+        &self,
+        company_id: CompanyId,
+        uid: &str,
+    ) -> StoreResult<Option<Appointment>>;
+    async fn appointments(&self, company_id: CompanyId) -> StoreResult<Vec<Appointment>>;
+
+    // ---- durability and health -----------------------------------------------------------
+    /// A durability barrier: once it returns, every write made before it survives power loss.
+    /// Consumers call it before committing offsets.
+    async fn sync(&self) -> StoreResult<()>;
+    async fn check(&self) -> StoreResult<()>;
+}

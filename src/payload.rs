@@ -1,0 +1,1 @@
+//! Parsing and schema validation of provider payloads.
