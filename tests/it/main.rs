@@ -1,1 +1,1 @@
-fn main(){}
+//! AskPro's integration suite: one test binary (modules below), real HTTP over loopback.
