@@ -233,7 +233,9 @@ pub struct Appointment {
     pub calcom_uid: Option<String>,
     pub branch_id: Option<BranchId>,
     pub status: AppointmentStatus,
-    pub start_at: DateTime<Utc>,
+    /// Unknown only when a cancellation arrives before its booking (kept as a tombstone, so
+    /// the older creation cannot resurrect it).
+    pub start_at: Option<DateTime<Utc>>,
     pub end_at: Option<DateTime<Utc>>,
     pub title: Option<String>,
     pub attendee_name: Option<String>,

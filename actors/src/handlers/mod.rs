@@ -1,0 +1,47 @@
+//! Event handlers: turn one accepted record into state. Every handler is idempotent and
+//! order-tolerant (a conditional write on a version), so redelivery after a crash and
+//! out-of-order arrival are both safe.
+
+mod calcom;
+mod retell;
+
+use crate::clock::Clock;
+use crate::error::StoreError;
+use crate::record::{Provider, StoredRecord};
+use crate::store::StateStore;
+
+pub use calcom::calcom_version;
+pub use retell::retell_version;
+
+/// What a handler needs.
+pub struct HandlerCtx<'a> {
+    pub store: &'a dyn StateStore,
+    pub clock: &'a dyn Clock,
+    pub default_region: &'a str,
+}
+
+/// Why a handler did not finish.
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    /// Retrying the same event cannot help (bad data): the event becomes `failed`.
+    #[error("{0}")]
+    Permanent(String),
+    /// The store failed; transient failures are retried.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A handler's result: what it did, for the ledger and the logs.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Handled {
+    /// Set when the event was accepted but changed nothing (ignored type, stale version).
+    pub note: Option<String>,
+}
+
+/// Runs the handler for the record's provider.
+pub async fn handle(ctx: &HandlerCtx<'_>, record: &StoredRecord) -> Result<Handled, HandlerError> {
+    match record.meta.provider {
+        Provider::Retell => retell::handle(ctx, record).await,
+        Provider::Calcom => calcom::handle(ctx, record).await,
+    }
+}

@@ -1,0 +1,135 @@
+//! Retell `call_started` / `call_ended` / `call_analyzed`: upsert the call.
+
+use chrono::{DateTime, TimeZone, Utc};
+use serde::Deserialize;
+
+use super::{Handled, HandlerCtx, HandlerError};
+use crate::domain::Call;
+use crate::ids::BranchId;
+use crate::phone;
+use crate::record::StoredRecord;
+
+#[derive(Deserialize)]
+struct Body {
+    event: String,
+    call: RetellCall,
+}
+
+#[derive(Deserialize)]
+struct RetellCall {
+    call_id: String,
+    agent_id: Option<String>,
+    direction: Option<String>,
+    from_number: Option<String>,
+    to_number: Option<String>,
+    call_status: Option<String>,
+    start_timestamp: Option<i64>,
+    end_timestamp: Option<i64>,
+    duration_ms: Option<i64>,
+    disconnection_reason: Option<String>,
+    call_analysis: Option<CallAnalysis>,
+}
+
+#[derive(Deserialize)]
+struct CallAnalysis {
+    call_summary: Option<String>,
+}
+
+/// Retell sends a call's events in this order but not blocking, so they may arrive out of
+/// order. Later events carry a superset of earlier ones, so the later one wins.
+pub fn retell_version(event: &str) -> Option<i64> {
+    match event {
+        "call_started" => Some(1),
+        "call_ended" => Some(2),
+        "call_analyzed" => Some(3),
+        _ => None,
+    }
+}
+
+pub(super) async fn handle(
+    ctx: &HandlerCtx<'_>,
+    record: &StoredRecord,
+) -> Result<Handled, HandlerError> {
+    let body: Body = serde_json::from_slice(&record.value)
+        .map_err(|e| HandlerError::Permanent(format!("retell body does not parse: {e}")))?;
+    let Some(version) = retell_version(&body.event) else {
+        return Ok(Handled {
+            note: Some(format!("retell event {:?} is stored but not acted on", body.event)),
+        });
+    };
+    let call = body.call;
+    let from_number = normalize_optional("call.from_number", call.from_number.as_deref(), ctx)?;
+    let to_number = normalize_optional("call.to_number", call.to_number.as_deref(), ctx)?;
+    // Our own number is the callee of an inbound call and the caller of an outbound one.
+    let ours = match call.direction.as_deref() {
+        Some("outbound") => from_number.as_deref(),
+        _ => to_number.as_deref(),
+    };
+    let branch_id = branch_for(ctx, record, ours).await?;
+    let row = Call {
+        company_id: record.meta.company_id,
+        call_id: call.call_id,
+        branch_id,
+        agent_id: call.agent_id,
+        direction: call.direction,
+        from_number,
+        to_number,
+        status: call.call_status.unwrap_or_else(|| status_for(&body.event).into()),
+        start_at: call.start_timestamp.and_then(ms_to_utc),
+        end_at: call.end_timestamp.and_then(ms_to_utc),
+        duration_ms: call.duration_ms,
+        disconnection_reason: call.disconnection_reason,
+        summary: call.call_analysis.and_then(|a| a.call_summary),
+        last_event: body.event,
+        version,
+        updated_at: ctx.clock.now(),
+    };
+    let applied = ctx.store.upsert_call(&row).await?;
+    Ok(Handled {
+        note: (!applied).then(|| "a newer event of this call was already applied".to_owned()),
+    })
+}
+
+fn status_for(event: &str) -> &'static str {
+    match event {
+        "call_started" => "ongoing",
+        _ => "ended",
+    }
+}
+
+fn normalize_optional(
+    field: &str,
+    value: Option<&str>,
+    ctx: &HandlerCtx<'_>,
+) -> Result<Option<String>, HandlerError> {
+    phone::normalize_caller(value, ctx.default_region)
+        .map_err(|e| HandlerError::Permanent(format!("{field}: {e}")))
+}
+
+/// The branch owning our side of the call, only if it belongs to this tenant.
+async fn branch_for(
+    ctx: &HandlerCtx<'_>,
+    record: &StoredRecord,
+    number: Option<&str>,
+) -> Result<Option<BranchId>, HandlerError> {
+    let Some(number) = number else {
+        return Ok(None);
+    };
+    let route = ctx.store.resolve_phone(number).await?;
+    match route {
+        Some(route) if route.company_id == record.meta.company_id => Ok(Some(route.branch_id)),
+        Some(_) => {
+            tracing::warn!(
+                company_id = %record.meta.company_id,
+                event_id = %record.meta.event_id,
+                "call number belongs to another tenant; branch left empty"
+            );
+            Ok(None)
+        }
+        None => Ok(None),
+    }
+}
+
+fn ms_to_utc(ms: i64) -> Option<DateTime<Utc>> {
+    Utc.timestamp_millis_opt(ms).single()
+}
