@@ -196,11 +196,7 @@ mod tests {
         ("030 12", "DE", Err("not a valid number")),
         ("+49 30 1", "DE", Err("+49 301 is not a valid number")),
         ("+999 1234567", "DE", Err("country calling code")),
-        (
-            "+49 171 12345678901234",
-            "DE",
-            Err("not a valid number"),
-        ),
+        ("+49 171 12345678901234", "DE", Err("not a valid number")),
         (
             "49+301234567",
             "DE",

@@ -1,1 +1,15 @@
 //! The embedded backend: a durable log and a state store in SQLite under the data dir.
+//!
+//! `log.db` holds the log (records, consumer-group offsets, the partition count) and
+//! `state.db` the tenant state. Both run in WAL mode so the CLI can read (and write) the same
+//! files while the server runs; the schemas are versioned migrations in `schemas/sql/`.
+
+mod log;
+mod migrate;
+mod sqlite;
+mod store;
+mod store_rows;
+mod store_sql;
+
+pub use self::log::{EmbeddedLog, LOG_FILE};
+pub use self::store::{EmbeddedStore, STATE_FILE};

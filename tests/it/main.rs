@@ -1,1 +1,3 @@
 //! AskPro's integration suite: one test binary (modules below), real HTTP over loopback.
+mod signature_sdk;
+mod payload_fixtures;

@@ -1,0 +1,186 @@
+//! Wiring: backends, actors and the HTTP server, run until the shutdown token fires.
+//!
+//! Shutdown order (each step waits for the previous one):
+//! 1. stop accepting HTTP and finish in-flight requests (each waits for its durable append);
+//! 2. stop the ingress actor (nothing is pending any more);
+//! 3. revoke every partition: consumers stop fetching, in-flight events finish (bounded by
+//!    `pipeline.drain_timeout_ms`), offsets are committed;
+//! 4. stop the worker group.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use askpro_actors::group::{GroupArgs, GroupMsg, WorkerGroup};
+use askpro_actors::ingress::{IngressActor, IngressArgs, IngressHandle};
+use askpro_actors::metrics::PipelineMetrics;
+use askpro_actors::pipeline::{FaultHook, Pipeline};
+use askpro_actors::{Clock, EventLog, StateStore, SystemClock};
+use prometheus::Registry;
+use ractor::{Actor, ActorRef};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, LogBackend};
+use crate::embedded::{EmbeddedLog, EmbeddedStore};
+use crate::http::{self, AppState, HttpMetrics};
+
+/// Why the service could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("cannot open the log in {dir}")]
+    Log {
+        dir: String,
+        #[source]
+        source: askpro_actors::LogError,
+    },
+    #[error("cannot open the state store in {dir}")]
+    Store {
+        dir: String,
+        #[source]
+        source: askpro_actors::StoreError,
+    },
+    #[error("cannot register metrics")]
+    Metrics(#[from] prometheus::Error),
+    #[error("cannot start actor {name}")]
+    Spawn {
+        name: &'static str,
+        #[source]
+        source: ractor::SpawnErr,
+    },
+    #[error("the worker group stopped before partitions were assigned")]
+    GroupGone,
+    #[error("http server failed")]
+    Serve(#[source] std::io::Error),
+}
+
+/// Opens the configured backends.
+pub fn open_backends(config: &Config) -> Result<(Arc<dyn EventLog>, Arc<dyn StateStore>), AppError> {
+    let dir = &config.data.dir;
+    let shown = dir.display().to_string();
+    let log: Arc<dyn EventLog> = match config.log.backend {
+        LogBackend::Embedded => Arc::new(
+            EmbeddedLog::open(dir, config.log.partitions)
+                .map_err(|source| AppError::Log { dir: shown.clone(), source })?,
+        ),
+    };
+    let store: Arc<dyn StateStore> = Arc::new(
+        EmbeddedStore::open(dir).map_err(|source| AppError::Store { dir: shown, source })?,
+    );
+    Ok((log, store))
+}
+
+/// Opens only the state store (admin commands).
+pub fn open_store(config: &Config) -> Result<Arc<dyn StateStore>, AppError> {
+    let dir = &config.data.dir;
+    Ok(Arc::new(EmbeddedStore::open(dir).map_err(|source| AppError::Store {
+        dir: dir.display().to_string(),
+        source,
+    })?))
+}
+
+/// Options that tests use to reach inside; production passes `RunOptions::default()`.
+#[derive(Default)]
+pub struct RunOptions {
+    pub fault: Option<Arc<dyn FaultHook>>,
+    pub clock: Option<Arc<dyn Clock>>,
+}
+
+/// Runs ingress and workers on `listener` until `shutdown` is cancelled.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: CancellationToken,
+    options: RunOptions,
+) -> Result<(), AppError> {
+    let config = Arc::new(config);
+    let (log, store) = open_backends(&config)?;
+    let clock = options.clock.unwrap_or_else(|| Arc::new(SystemClock));
+    let registry = Registry::new_custom(None, None)?;
+    let pipeline_metrics = PipelineMetrics::register(&registry)?;
+    let http_metrics = HttpMetrics::register(&registry)?;
+
+    let ingress = spawn_ingress(&config, &log, &pipeline_metrics).await?;
+    let pipeline = Arc::new(Pipeline {
+        store: Arc::clone(&store),
+        clock: Arc::clone(&clock),
+        settings: config.pipeline_settings(),
+        metrics: pipeline_metrics,
+        fault: options.fault,
+    });
+    let group = spawn_workers(&config, &log, pipeline, &shutdown).await?;
+
+    let state = Arc::new(AppState::new(
+        Arc::clone(&config),
+        store,
+        Arc::clone(&log),
+        clock,
+        ingress.clone(),
+        Some(group.clone()),
+        registry,
+        http_metrics,
+    ));
+    let addr = listener.local_addr().map_err(AppError::Serve)?;
+    tracing::info!(%addr, data_dir = %config.data.dir.display(), partitions = log.partitions(), "askpro listening");
+    let token = shutdown.clone();
+    let served = axum::serve(listener, http::router(state))
+        .with_graceful_shutdown(async move { token.cancelled().await })
+        .await;
+    tracing::info!("http stopped; draining");
+    ingress.actor().stop_and_wait(Some("shutdown".into()), None).await.ok();
+    drain_workers(&group, log.partitions(), &config).await;
+    served.map_err(AppError::Serve)
+}
+
+async fn spawn_ingress(
+    config: &Config,
+    log: &Arc<dyn EventLog>,
+    metrics: &PipelineMetrics,
+) -> Result<IngressHandle, AppError> {
+    let args = IngressArgs {
+        log: Arc::clone(log),
+        metrics: metrics.clone(),
+        max_batch: config.ingress.max_batch,
+        max_inflight_batches: config.ingress.max_inflight_batches,
+    };
+    let (actor, _) = Actor::spawn(None, IngressActor, args)
+        .await
+        .map_err(|source| AppError::Spawn { name: "ingress", source })?;
+    let timeout = Duration::from_millis(config.ingress.durability_timeout_ms);
+    Ok(IngressHandle::new(actor, config.ingress.max_pending, timeout))
+}
+
+async fn spawn_workers(
+    config: &Config,
+    log: &Arc<dyn EventLog>,
+    pipeline: Arc<Pipeline>,
+    shutdown: &CancellationToken,
+) -> Result<ActorRef<GroupMsg>, AppError> {
+    let args = GroupArgs {
+        log: Arc::clone(log),
+        pipeline,
+        shutdown: shutdown.child_token(),
+        drain_timeout: Duration::from_millis(config.pipeline.drain_timeout_ms),
+    };
+    let (group, _) = Actor::spawn(None, WorkerGroup, args)
+        .await
+        .map_err(|source| AppError::Spawn { name: "worker group", source })?;
+    // The embedded log has a single worker: it owns every partition.
+    let all = (0..log.partitions()).collect();
+    group
+        .cast(GroupMsg::Assign(all))
+        .map_err(|_| AppError::GroupGone)?;
+    Ok(group)
+}
+
+async fn drain_workers(group: &ActorRef<GroupMsg>, partitions: u32, config: &Config) {
+    let all: Vec<u32> = (0..partitions).collect();
+    let bound = Duration::from_millis(config.pipeline.drain_timeout_ms) + Duration::from_secs(10);
+    match group.call(|reply| GroupMsg::Revoke(all, reply), Some(bound)).await {
+        Ok(ractor::rpc::CallResult::Success(drained)) => {
+            let unfinished: usize = drained.iter().map(|p| p.in_flight).sum();
+            tracing::info!(partitions = drained.len(), unfinished, "workers drained");
+        }
+        _ => tracing::warn!("workers did not drain in time; uncommitted events will be redelivered"),
+    }
+    group.stop_and_wait(Some("shutdown".into()), None).await.ok();
+}

@@ -1,0 +1,266 @@
+//! Admin commands on the store: companies, branches, secrets; and loadgen.
+
+use anyhow::{bail, Context, Result};
+use askpro_actors::domain::{Branch, Company, Secret};
+use askpro_actors::{phone, BranchId, CompanyId, Provider, StateStore};
+use clap::Subcommand;
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use super::output::emit;
+use super::LoadgenCmd;
+use crate::config::Config;
+
+#[derive(Subcommand, Debug)]
+pub enum CompanyCmd {
+    /// Create a company; prints it with its "id".
+    Create {
+        #[arg(long)]
+        name: String,
+        /// Accept Cal.com webhooks signed "no-secret-provided" for this company.
+        #[arg(long)]
+        allow_unsigned_calcom: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List companies.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BranchCmd {
+    /// Create a branch with its phone number (stored as E.164); prints it with its "id".
+    Create {
+        #[arg(long, value_name = "ID")]
+        company: CompanyId,
+        #[arg(long)]
+        name: String,
+        /// National (030 1234567) or international (+49 30 1234567) format.
+        #[arg(long)]
+        phone: String,
+        /// IANA time zone of the branch.
+        #[arg(long, default_value = "Europe/Berlin")]
+        timezone: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List a company's branches.
+    List {
+        #[arg(long, value_name = "ID")]
+        company: CompanyId,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SecretCmd {
+    /// Add a signing secret (older ones stay active until removed: rotation).
+    Set {
+        #[arg(long, value_name = "ID")]
+        company: CompanyId,
+        #[arg(long, value_parser = parse_provider)]
+        provider: Provider,
+        /// Retell: the API key with webhook permission. Cal.com: the webhook secret.
+        #[arg(long)]
+        value: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List a company's secrets (values redacted).
+    List {
+        #[arg(long, value_name = "ID")]
+        company: CompanyId,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a secret by its id.
+    Remove {
+        #[arg(long, value_name = "ID")]
+        company: CompanyId,
+        #[arg(long, value_parser = parse_provider)]
+        provider: Provider,
+        #[arg(long = "id", value_name = "SECRET_ID")]
+        secret_id: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn parse_provider(s: &str) -> Result<Provider, String> {
+    s.parse()
+}
+
+pub async fn company(config: &Config, cmd: CompanyCmd) -> Result<()> {
+    let store = crate::app::open_store(config)?;
+    match cmd {
+        CompanyCmd::Create {
+            name,
+            allow_unsigned_calcom,
+            json,
+        } => {
+            if name.trim().is_empty() {
+                bail!("--name must not be empty");
+            }
+            let company = Company {
+                id: CompanyId::new(),
+                name,
+                allow_unsigned_calcom,
+                created_at: chrono::Utc::now(),
+            };
+            store.create_company(&company).await?;
+            emit(json, &company, |c| format!("created company {} ({})", c.id, c.name))
+        }
+        CompanyCmd::List { json } => {
+            let companies = store.companies().await?;
+            emit(json, &companies, |list| {
+                list.iter()
+                    .map(|c| format!("{}  {}", c.id, c.name))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })
+        }
+    }
+}
+
+pub async fn branch(config: &Config, cmd: BranchCmd) -> Result<()> {
+    let store = crate::app::open_store(config)?;
+    match cmd {
+        BranchCmd::Create {
+            company,
+            name,
+            phone: raw_phone,
+            timezone,
+            json,
+        } => {
+            require_company(store.as_ref(), company).await?;
+            let e164 = phone::normalize(&raw_phone, &config.phone.default_region)
+                .with_context(|| format!("--phone {raw_phone:?}"))?;
+            if timezone.parse::<chrono_tz::Tz>().is_err() {
+                bail!("--timezone {timezone:?} is not an IANA time zone (e.g. Europe/Berlin)");
+            }
+            let branch = Branch {
+                id: BranchId::new(),
+                company_id: company,
+                name,
+                phone: e164,
+                timezone,
+                created_at: chrono::Utc::now(),
+            };
+            store.create_branch(&branch).await?;
+            emit(json, &branch, |b| {
+                format!("created branch {} ({}) with phone {}", b.id, b.name, b.phone)
+            })
+        }
+        BranchCmd::List { company, json } => {
+            let branches = store.branches(company).await?;
+            emit(json, &branches, |list| {
+                list.iter()
+                    .map(|b| format!("{}  {}  {}  {}", b.id, b.phone, b.timezone, b.name))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })
+        }
+    }
+}
+
+pub async fn secret(config: &Config, cmd: SecretCmd) -> Result<()> {
+    let store = crate::app::open_store(config)?;
+    match cmd {
+        SecretCmd::Set {
+            company,
+            provider,
+            value,
+            json,
+        } => {
+            require_company(store.as_ref(), company).await?;
+            if value.trim().is_empty() {
+                bail!("--value must not be empty");
+            }
+            let secret = Secret {
+                company_id: company,
+                provider,
+                id: format!("sec_{}", uuid::Uuid::now_v7().simple()),
+                value,
+                created_at: chrono::Utc::now(),
+            };
+            store.add_secret(&secret).await?;
+            let shown = redacted(&secret);
+            emit(json, &shown, |s| {
+                format!("added {} secret {} for company {}", s["provider"], s["id"], s["company_id"])
+            })
+        }
+        SecretCmd::List { company, json } => {
+            let mut all = store.secrets(company, Provider::Retell).await?;
+            all.extend(store.secrets(company, Provider::Calcom).await?);
+            let shown: Vec<_> = all.iter().map(redacted).collect();
+            emit(json, &shown, |list| {
+                list.iter()
+                    .map(|s| format!("{}  {}  {}", s["id"], s["provider"], s["created_at"]))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })
+        }
+        SecretCmd::Remove {
+            company,
+            provider,
+            secret_id,
+            json,
+        } => {
+            if !store.remove_secret(company, provider, &secret_id).await? {
+                bail!("company {company} has no {provider} secret {secret_id:?}");
+            }
+            emit(json, &json!({"removed": secret_id}), |_| format!("removed secret {secret_id}"))
+        }
+    }
+}
+
+fn redacted(secret: &Secret) -> serde_json::Value {
+    json!({
+        "id": secret.id,
+        "company_id": secret.company_id,
+        "provider": secret.provider,
+        "created_at": secret.created_at,
+        "value": "<redacted>",
+    })
+}
+
+async fn require_company(store: &dyn StateStore, id: CompanyId) -> Result<()> {
+    if store.company(id).await?.is_none() {
+        bail!("company {id} does not exist (see `askpro company list`)");
+    }
+    Ok(())
+}
+
+pub async fn loadgen(config: &Config, cmd: LoadgenCmd) -> Result<()> {
+    let tenants = if cmd.no_provision {
+        (0..cmd.args.tenants)
+            .map(|_| crate::loadgen::LoadTenant {
+                company_id: CompanyId::new(),
+                secret: format!("throwaway-{}", uuid::Uuid::now_v7().simple()),
+            })
+            .collect()
+    } else {
+        let store = crate::app::open_store(config)?;
+        let prefix = format!("loadgen-{}", chrono::Utc::now().format("%Y%m%dT%H%M%S"));
+        let tenants = crate::loadgen::provision_tenants(store.as_ref(), cmd.args.tenants, &prefix).await?;
+        eprintln!(
+            "provisioned {} tenants in {} (prefix {prefix})",
+            tenants.len(),
+            config.data.dir.display()
+        );
+        tenants
+    };
+    let shutdown = CancellationToken::new();
+    tokio::spawn(super::cancel_on_signal(shutdown.clone()));
+    let report = crate::loadgen::run(&cmd.args, &tenants, shutdown).await?;
+    if cmd.args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!("{}", report.render_text());
+    }
+    Ok(())
+}

@@ -1,0 +1,120 @@
+//! `askpro events list|show`: the event ledger.
+
+use anyhow::{bail, Result};
+use askpro_actors::domain::{EventRow, EventStatus};
+use askpro_actors::{CompanyId, EventId, StateStore};
+use clap::Subcommand;
+use serde_json::{json, Value};
+
+use super::output::emit;
+use crate::config::Config;
+
+#[derive(Subcommand, Debug)]
+pub enum EventsCmd {
+    /// List events, newest first.
+    List {
+        /// Only this company's events (default: every company, plus unrouted events).
+        #[arg(long, value_name = "ID")]
+        company: Option<CompanyId>,
+        /// received, processing, processed, duplicate, failed, rejected or unrouted.
+        #[arg(long, value_parser = parse_status)]
+        status: Option<EventStatus>,
+        /// At most this many events.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one event, including its raw body.
+    Show {
+        id: EventId,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn parse_status(s: &str) -> Result<EventStatus, String> {
+    s.parse()
+}
+
+pub async fn run(config: &Config, cmd: EventsCmd) -> Result<()> {
+    let store = crate::app::open_store(config)?;
+    match cmd {
+        EventsCmd::List {
+            company,
+            status,
+            limit,
+            json,
+        } => {
+            let rows = list(store.as_ref(), company, status, limit).await?;
+            let shown: Vec<Value> = rows.iter().map(summary).collect();
+            emit(json, &shown, |_| {
+                rows.iter()
+                    .map(|e| {
+                        format!(
+                            "{}  {:<10}  {:<7} {:<20} attempts={} {}",
+                            e.id,
+                            e.status,
+                            e.provider,
+                            e.event_type,
+                            e.attempts,
+                            e.error.as_deref().unwrap_or("")
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })
+        }
+        EventsCmd::Show { id, json } => {
+            let Some(row) = store.find_event(id).await? else {
+                bail!("no event {id}");
+            };
+            let mut shown = summary(&row);
+            shown["payload"] = json!(String::from_utf8_lossy(&row.payload));
+            emit(json, &shown, |v| serde_json::to_string_pretty(v).unwrap_or_default())
+        }
+    }
+}
+
+/// A tenant's events, or every tenant's (one query per tenant: there is no cross-tenant read).
+async fn list(
+    store: &dyn StateStore,
+    company: Option<CompanyId>,
+    status: Option<EventStatus>,
+    limit: usize,
+) -> Result<Vec<EventRow>> {
+    let companies = match company {
+        Some(id) => vec![id],
+        None => {
+            let mut ids: Vec<_> = store.companies().await?.into_iter().map(|c| c.id).collect();
+            ids.push(CompanyId::UNROUTED);
+            ids
+        }
+    };
+    let mut rows = Vec::new();
+    for id in companies {
+        rows.extend(store.events(id, status, limit).await?);
+    }
+    rows.sort_by(|a, b| b.received_at.cmp(&a.received_at).then(b.id.cmp(&a.id)));
+    rows.truncate(limit);
+    Ok(rows)
+}
+
+fn summary(e: &EventRow) -> Value {
+    json!({
+        "id": e.id,
+        "company_id": e.company_id,
+        "status": e.status,
+        "provider": e.provider,
+        "event_type": e.event_type,
+        "dedup_key": e.dedup_key,
+        "attempts": e.attempts,
+        "error": e.error,
+        "correlation_id": e.correlation_id,
+        "secret_id": e.secret_id,
+        "partition": e.partition,
+        "offset": e.offset,
+        "received_at": e.received_at,
+        "updated_at": e.updated_at,
+    })
+}

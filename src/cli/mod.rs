@@ -1,0 +1,170 @@
+//! The `askpro` command line. Every admin command prints a readable summary by default and
+//! one JSON document with `--json`; `--config` and `--data-dir` work in any position.
+
+mod admin;
+mod events;
+mod output;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, Overrides};
+use crate::loadgen::LoadgenArgs;
+
+const ABOUT: &str = "AskPro turns calls answered by AI voice agents into booked appointments.";
+const LONG_ABOUT: &str = "\
+AskPro turns calls answered by AI voice agents into booked appointments, for many businesses
+at once. It receives Retell.ai and Cal.com webhooks, verifies them, writes them durably to a
+partitioned log and processes each tenant's events in order with supervised actors.
+
+By default everything runs embedded under ./data (no other services needed):
+  askpro serve                                   # ingress + workers on 127.0.0.1:8080
+  askpro company create --name 'Salon Berlin' --json
+  askpro branch create --company ID --name Mitte --phone '030 1234567' --json
+  askpro secret set --company ID --provider retell --value KEY
+  askpro events list --company ID --json
+
+Configuration layers: built-in defaults, ./askpro.toml (or --config), ASKPRO_* environment
+variables (ASKPRO_SECTION__KEY), then flags. See `askpro config show`.";
+
+#[derive(Parser, Debug)]
+#[command(name = "askpro", version, about = ABOUT, long_about = LONG_ABOUT)]
+pub struct Cli {
+    /// Config file (default: ./askpro.toml when present).
+    #[arg(long, global = true, value_name = "FILE", env = "ASKPRO_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Data directory of the embedded backend (overrides data.dir).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the webhook ingress and the workers until SIGTERM or ctrl-c.
+    Serve {
+        /// Address to listen on (overrides server.listen).
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<SocketAddr>,
+    },
+    /// Inspect the effective configuration.
+    #[command(subcommand)]
+    Config(ConfigCmd),
+    /// Manage companies (tenants).
+    #[command(subcommand)]
+    Company(admin::CompanyCmd),
+    /// Manage branches and their phone numbers.
+    #[command(subcommand)]
+    Branch(admin::BranchCmd),
+    /// Manage webhook signing secrets (several may be active: rotation).
+    #[command(subcommand)]
+    Secret(admin::SecretCmd),
+    /// Inspect the event ledger.
+    #[command(subcommand)]
+    Events(events::EventsCmd),
+    /// Send signed webhooks to a running ingress and report throughput and latency.
+    Loadgen(LoadgenCmd),
+    /// Run a bare HTTP server that answers 200 at once (the plain-HTTP ceiling for loadgen).
+    BenchServer {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8099")]
+        listen: SocketAddr,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConfigCmd {
+    /// Print the effective configuration (secrets redacted).
+    Show {
+        /// Print JSON instead of TOML.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+pub struct LoadgenCmd {
+    #[command(flatten)]
+    pub args: LoadgenArgs,
+    /// Do not create tenants in the store; sign with throwaway secrets. For targets that do
+    /// not verify signatures, such as `askpro bench-server`.
+    #[arg(long)]
+    pub no_provision: bool,
+}
+
+/// Parses the command line and runs the command.
+pub async fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let listen = match &cli.command {
+        Command::Serve { listen } => *listen,
+        _ => None,
+    };
+    let overrides = Overrides {
+        listen,
+        data_dir: cli.data_dir.clone(),
+    };
+    let config = Config::load(cli.config.as_deref(), &overrides)?;
+    // Admin commands keep stderr quiet unless asked; the server logs at the configured level.
+    let quiet = !matches!(cli.command, Command::Serve { .. });
+    crate::telemetry::init(&config.telemetry, quiet);
+    match cli.command {
+        Command::Serve { .. } => serve(config).await,
+        Command::Config(ConfigCmd::Show { json }) => output::config(&config, json),
+        Command::Company(cmd) => admin::company(&config, cmd).await,
+        Command::Branch(cmd) => admin::branch(&config, cmd).await,
+        Command::Secret(cmd) => admin::secret(&config, cmd).await,
+        Command::Events(cmd) => events::run(&config, cmd).await,
+        Command::Loadgen(cmd) => admin::loadgen(&config, cmd).await,
+        Command::BenchServer { listen } => bench_server(listen).await,
+    }
+}
+
+async fn serve(config: Config) -> Result<()> {
+    let listener = tokio::net::TcpListener::bind(config.server.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.server.listen))?;
+    let shutdown = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    crate::app::run(listener, config, shutdown, Default::default()).await?;
+    tracing::info!("askpro stopped");
+    Ok(())
+}
+
+async fn bench_server(listen: SocketAddr) -> Result<()> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    eprintln!("bench-server answering 200 on http://{listen} (ctrl-c to stop)");
+    let shutdown = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    crate::bench_server::run(listener, shutdown).await?;
+    Ok(())
+}
+
+/// Cancels the token on ctrl-c or SIGTERM.
+pub async fn cancel_on_signal(token: CancellationToken) {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => tracing::info!("ctrl-c received; shutting down"),
+        _ = term => tracing::info!("sigterm received; shutting down"),
+    }
+    token.cancel();
+}

@@ -1,0 +1,285 @@
+//! Layered configuration: embedded defaults → config file → `ASKPRO_*` env → flags,
+//! validated once at start with errors that name the key.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use askpro_actors::settings::PipelineSettings;
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+/// The commented defaults compiled into the binary.
+pub const DEFAULTS: &str = include_str!("../config.default.toml");
+/// The config file read when present and no `--config` is given.
+pub const DEFAULT_FILE: &str = "askpro.toml";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {path} does not exist")]
+    MissingFile { path: PathBuf },
+    #[error("invalid configuration: {0}")]
+    Parse(#[source] Box<figment::Error>),
+    #[error("invalid configuration: {key} {problem}")]
+    Invalid { key: &'static str, problem: String },
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub data: DataConfig,
+    pub log: LogConfig,
+    pub ingress: IngressConfig,
+    pub pipeline: PipelineConfig,
+    pub retell: RetellConfig,
+    pub phone: PhoneConfig,
+    pub telemetry: TelemetryConfig,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub body_limit_bytes: usize,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    pub dir: PathBuf,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogBackend {
+    Embedded,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    pub backend: LogBackend,
+    pub partitions: u32,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngressConfig {
+    pub max_batch: usize,
+    pub max_inflight_batches: usize,
+    pub max_pending: usize,
+    pub durability_timeout_ms: u64,
+    pub signature_tolerance_secs: u64,
+    pub dedup_check: bool,
+    pub tenant_cache_ttl_ms: u64,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    pub consumer_group: String,
+    pub fetch_batch: usize,
+    pub fetch_wait_ms: u64,
+    pub tenant_queue_capacity: usize,
+    pub partition_max_inflight: usize,
+    pub idle_timeout_secs: u64,
+    pub dedup_window_secs: u64,
+    pub dedup_lease_secs: u64,
+    pub max_panics_per_event: u32,
+    pub restart_backoff_ms: u64,
+    pub commit_interval_ms: u64,
+    pub drain_timeout_ms: u64,
+    pub store_retry_max_backoff_ms: u64,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetellConfig {
+    pub global_secret: String,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PhoneConfig {
+    pub default_region: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryConfig {
+    pub log_format: LogFormat,
+    pub log_level: String,
+}
+
+/// Highest-precedence values from command-line flags.
+#[derive(Debug, Default, Serialize)]
+pub struct Overrides {
+    pub listen: Option<SocketAddr>,
+    pub data_dir: Option<PathBuf>,
+}
+
+impl Config {
+    /// Loads the layers; `file` is `--config` (must exist) or `None` for `./askpro.toml`
+    /// (read when present).
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Toml::string(DEFAULTS));
+        match file {
+            Some(path) if !path.exists() => {
+                return Err(ConfigError::MissingFile {
+                    path: path.to_owned(),
+                })
+            }
+            Some(path) => figment = figment.merge(Toml::file_exact(path)),
+            None if Path::new(DEFAULT_FILE).is_file() => {
+                figment = figment.merge(Toml::file_exact(DEFAULT_FILE))
+            }
+            None => {}
+        }
+        figment = figment.merge(Env::prefixed("ASKPRO_").split("__"));
+        if let Some(listen) = overrides.listen {
+            figment = figment.merge(Serialized::default("server.listen", listen));
+        }
+        if let Some(dir) = &overrides.data_dir {
+            figment = figment.merge(Serialized::default("data.dir", dir));
+        }
+        let config: Config = figment
+            .extract()
+            .map_err(|e| ConfigError::Parse(Box::new(e)))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what types alone cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, problem: String| Err(ConfigError::Invalid { key, problem });
+        if !(1..=1024).contains(&self.log.partitions) {
+            return invalid("log.partitions", format!("must be 1..=1024, got {}", self.log.partitions));
+        }
+        if !(1024..=16 * 1024 * 1024).contains(&self.server.body_limit_bytes) {
+            return invalid(
+                "server.body_limit_bytes",
+                format!("must be between 1 KiB and 16 MiB, got {}", self.server.body_limit_bytes),
+            );
+        }
+        let positive: [(&'static str, u64); 9] = [
+            ("ingress.max_batch", self.ingress.max_batch as u64),
+            ("ingress.max_inflight_batches", self.ingress.max_inflight_batches as u64),
+            ("ingress.max_pending", self.ingress.max_pending as u64),
+            ("ingress.durability_timeout_ms", self.ingress.durability_timeout_ms),
+            ("pipeline.fetch_batch", self.pipeline.fetch_batch as u64),
+            ("pipeline.tenant_queue_capacity", self.pipeline.tenant_queue_capacity as u64),
+            ("pipeline.partition_max_inflight", self.pipeline.partition_max_inflight as u64),
+            ("pipeline.commit_interval_ms", self.pipeline.commit_interval_ms),
+            ("pipeline.max_panics_per_event", u64::from(self.pipeline.max_panics_per_event)),
+        ];
+        for (key, value) in positive {
+            if value == 0 {
+                return invalid(key, "must be greater than 0".into());
+            }
+        }
+        if self.pipeline.dedup_window_secs < self.pipeline.dedup_lease_secs {
+            return invalid(
+                "pipeline.dedup_window_secs",
+                format!(
+                    "({}) must not be shorter than pipeline.dedup_lease_secs ({})",
+                    self.pipeline.dedup_window_secs, self.pipeline.dedup_lease_secs
+                ),
+            );
+        }
+        if self.pipeline.consumer_group.trim().is_empty() {
+            return invalid("pipeline.consumer_group", "must not be empty".into());
+        }
+        if askpro_actors::phone::normalize("+49 30 1234567", &self.phone.default_region).is_err()
+            || self.phone.default_region.len() != 2
+        {
+            return invalid(
+                "phone.default_region",
+                format!("{:?} is not a two-letter region code such as DE", self.phone.default_region),
+            );
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.telemetry.log_level).is_err() {
+            return invalid(
+                "telemetry.log_level",
+                format!("{:?} is not a tracing filter (try \"info\")", self.telemetry.log_level),
+            );
+        }
+        Ok(())
+    }
+
+    /// The effective configuration with secrets replaced, for `askpro config show`.
+    pub fn redacted(&self) -> Config {
+        let mut shown = self.clone();
+        if !shown.retell.global_secret.is_empty() {
+            shown.retell.global_secret = "<redacted>".into();
+        }
+        shown
+    }
+
+    pub fn pipeline_settings(&self) -> PipelineSettings {
+        let p = &self.pipeline;
+        PipelineSettings {
+            consumer_group: p.consumer_group.clone(),
+            fetch_batch: p.fetch_batch,
+            fetch_wait: Duration::from_millis(p.fetch_wait_ms),
+            tenant_queue_capacity: p.tenant_queue_capacity,
+            partition_max_inflight: p.partition_max_inflight,
+            idle_timeout: Duration::from_secs(p.idle_timeout_secs),
+            dedup_window: Duration::from_secs(p.dedup_window_secs),
+            dedup_lease: Duration::from_secs(p.dedup_lease_secs),
+            max_panics_per_event: p.max_panics_per_event,
+            restart_backoff: Duration::from_millis(p.restart_backoff_ms),
+            commit_interval: Duration::from_millis(p.commit_interval_ms),
+            store_retry_max_backoff: Duration::from_millis(p.store_retry_max_backoff_ms),
+            default_region: self.phone.default_region.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_load_and_validate() {
+        let config: Config = Figment::from(Toml::string(DEFAULTS)).extract().unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.log.partitions, 16);
+        assert_eq!(config.server.body_limit_bytes, 256 * 1024);
+    }
+
+    #[test]
+    fn invalid_value_names_its_key() {
+        let mut config: Config = Figment::from(Toml::string(DEFAULTS)).extract().unwrap();
+        config.log.partitions = 0;
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("log.partitions"), "{err}");
+    }
+
+    #[test]
+    fn unknown_key_is_refused_with_its_name() {
+        let err = Figment::from(Toml::string(DEFAULTS))
+            .merge(Toml::string("[server]\nlisten_addr = \"x\""))
+            .extract::<Config>()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("listen_addr"), "{err}");
+    }
+
+    #[test]
+    fn secrets_are_redacted() {
+        let mut config: Config = Figment::from(Toml::string(DEFAULTS)).extract().unwrap();
+        config.retell.global_secret = "key_live_abc".into();
+        let shown = toml::to_string(&config.redacted()).unwrap();
+        assert!(!shown.contains("key_live_abc"));
+        assert!(shown.contains("<redacted>"));
+    }
+}

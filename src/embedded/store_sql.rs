@@ -1,0 +1,407 @@
+//! The blocking SQL behind [`super::EmbeddedStore`]. Every multi-statement write runs in a
+//! `BEGIN IMMEDIATE` transaction: it takes SQLite's write lock up front, so a concurrent
+//! writer (the CLI) makes us wait (busy_timeout) instead of failing a read-then-write with
+//! `SQLITE_BUSY_SNAPSHOT`.
+
+use askpro_actors::domain::{Appointment, Branch, Call, DedupClaim, EventRow, PhoneRoute};
+use askpro_actors::error::StoreError;
+use askpro_actors::ids::{CompanyId, EventId};
+use askpro_actors::store::ClaimRequest;
+use chrono::{DateTime, Utc};
+use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
+
+use super::store_rows::{self as rows, ms, opt_ms, Res};
+
+/// Expired dedup rows deleted per claim, so the table stays small without a purge job and
+/// without making any single claim slow.
+pub(super) const PURGE_PER_CLAIM: i64 = 32;
+
+fn immediate(conn: &mut Connection) -> rusqlite::Result<Transaction<'_>> {
+    conn.transaction_with_behavior(TransactionBehavior::Immediate)
+}
+
+fn company_exists(conn: &Connection, id: CompanyId) -> rusqlite::Result<bool> {
+    conn.prepare_cached("SELECT 1 FROM companies WHERE company_id = ?1")?
+        .exists([id.to_string()])
+}
+
+pub(super) fn create_branch(conn: &mut Connection, b: &Branch) -> Res<()> {
+    let tx = immediate(conn)?;
+    if !company_exists(&tx, b.company_id)? {
+        return Err(StoreError::NotFound(format!("company {}", b.company_id)).into());
+    }
+    let owner: Option<(String, String)> = tx
+        .query_row(
+            "SELECT company_id, branch_id FROM phone_routes WHERE phone = ?1",
+            [&b.phone],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    if let Some((company, branch)) = owner {
+        return Err(StoreError::Conflict(format!(
+            "phone number {} is already owned by branch {branch} of company {company}",
+            b.phone
+        ))
+        .into());
+    }
+    let inserted = tx.execute(
+        &format!(
+            "INSERT INTO branches ({}) VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
+            rows::BRANCH_COLS
+        ),
+        params![
+            b.company_id.to_string(),
+            b.id.to_string(),
+            b.name,
+            b.phone,
+            b.timezone,
+            ms(b.created_at)
+        ],
+    )?;
+    if inserted == 0 {
+        return Err(StoreError::Conflict(format!(
+            "branch {} of company {} already exists",
+            b.id, b.company_id
+        ))
+        .into());
+    }
+    tx.execute(
+        "INSERT INTO phone_routes (phone, company_id, branch_id) VALUES (?1, ?2, ?3)",
+        params![b.phone, b.company_id.to_string(), b.id.to_string()],
+    )?;
+    tx.commit()?;
+    Ok(())
+}
+
+pub(super) fn resolve_phone(conn: &Connection, e164: &str) -> Res<Option<PhoneRoute>> {
+    let route = conn
+        .prepare_cached("SELECT company_id, branch_id FROM phone_routes WHERE phone = ?1")?
+        .query_row([e164], |r| {
+            Ok(PhoneRoute {
+                company_id: rows::parsed(r, 0)?,
+                branch_id: rows::parsed(r, 1)?,
+            })
+        })
+        .optional()?;
+    Ok(route)
+}
+
+pub(super) fn add_secret(conn: &mut Connection, s: &askpro_actors::domain::Secret) -> Res<()> {
+    let tx = immediate(conn)?;
+    if !company_exists(&tx, s.company_id)? {
+        return Err(StoreError::NotFound(format!("company {}", s.company_id)).into());
+    }
+    let inserted = tx.execute(
+        &format!(
+            "INSERT INTO secrets ({}) VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING",
+            rows::SECRET_COLS
+        ),
+        params![
+            s.company_id.to_string(),
+            s.provider.as_str(),
+            s.id,
+            s.value,
+            ms(s.created_at)
+        ],
+    )?;
+    if inserted == 0 {
+        return Err(StoreError::Conflict(format!(
+            "{} secret {} of company {} already exists",
+            s.provider, s.id, s.company_id
+        ))
+        .into());
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+/// Insert-if-absent for the whole slice in one transaction, pointers included.
+pub(super) fn record_events(conn: &mut Connection, events: &[EventRow]) -> Res<()> {
+    let tx = immediate(conn)?;
+    {
+        let mut insert = tx.prepare_cached(&format!(
+            "INSERT INTO events ({}) VALUES \
+             (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15) \
+             ON CONFLICT (company_id, event_id) DO NOTHING",
+            rows::EVENT_COLS
+        ))?;
+        let mut pointer = tx.prepare_cached(
+            "INSERT INTO event_pointers (event_id, company_id) VALUES (?1, ?2)
+             ON CONFLICT (event_id) DO NOTHING",
+        )?;
+        for e in events {
+            let (company, id) = (e.company_id.to_string(), e.id.to_string());
+            insert.execute(params![
+                company,
+                id,
+                e.provider.as_str(),
+                e.event_type,
+                e.dedup_key,
+                e.status.as_str(),
+                e.attempts,
+                e.error,
+                e.correlation_id.to_string(),
+                e.secret_id,
+                e.partition,
+                e.offset,
+                ms(e.received_at),
+                ms(e.updated_at),
+                &e.payload[..],
+            ])?;
+            pointer.execute(params![id, company])?;
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+pub(super) fn event(conn: &Connection, company: CompanyId, id: EventId) -> Res<Option<EventRow>> {
+    let row = conn
+        .prepare_cached(&format!(
+            "SELECT {} FROM events WHERE company_id = ?1 AND event_id = ?2",
+            rows::EVENT_COLS
+        ))?
+        .query_row([company.to_string(), id.to_string()], rows::event)
+        .optional()?;
+    Ok(row)
+}
+
+pub(super) fn find_event(conn: &Connection, id: EventId) -> Res<Option<EventRow>> {
+    let company: Option<CompanyId> = conn
+        .prepare_cached("SELECT company_id FROM event_pointers WHERE event_id = ?1")?
+        .query_row([id.to_string()], |r| rows::parsed(r, 0))
+        .optional()?;
+    match company {
+        Some(company) => event(conn, company, id),
+        None => Ok(None),
+    }
+}
+
+/// The claim protocol, in one transaction (see [`askpro_actors::store::StateStore::dedup_claim`]).
+pub(super) fn dedup_claim(conn: &mut Connection, req: &ClaimRequest<'_>) -> Res<DedupClaim> {
+    let tx = immediate(conn)?;
+    let (company, now) = (req.company_id.to_string(), ms(req.now));
+    tx.prepare_cached(
+        "DELETE FROM dedup WHERE (company_id, dedup_key) IN
+         (SELECT company_id, dedup_key FROM dedup WHERE expires_at <= ?1 LIMIT ?2)",
+    )?
+    .execute(params![now, PURGE_PER_CLAIM])?;
+    let current = tx
+        .prepare_cached(&format!(
+            "SELECT {} FROM dedup WHERE company_id = ?1 AND dedup_key = ?2 AND expires_at > ?3",
+            rows::DEDUP_COLS
+        ))?
+        .query_row(params![company, req.key, now], rows::dedup)
+        .optional()?;
+    let expires_at = match current {
+        None => req.expires_at,
+        Some(entry) if entry.completed => {
+            return Ok(DedupClaim::Completed {
+                holder: entry.holder,
+            })
+        }
+        // Our own earlier claim (a redelivery), or a lease whose holder died: take it over.
+        // Keep the later expiry so a key is never forgotten while it is leased.
+        Some(entry) if entry.holder == req.holder || entry.lease_until <= req.now => {
+            entry.expires_at.max(req.expires_at)
+        }
+        Some(entry) => {
+            return Ok(DedupClaim::InFlight {
+                holder: entry.holder,
+                lease_until: entry.lease_until,
+            })
+        }
+    };
+    tx.prepare_cached(
+        "INSERT INTO dedup (company_id, dedup_key, holder, completed, lease_until, expires_at)
+         VALUES (?1, ?2, ?3, 0, ?4, ?5)
+         ON CONFLICT (company_id, dedup_key) DO UPDATE SET holder = excluded.holder,
+             completed = 0, lease_until = excluded.lease_until, expires_at = excluded.expires_at",
+    )?
+    .execute(params![
+        company,
+        req.key,
+        req.holder.to_string(),
+        ms(req.lease_until),
+        ms(expires_at)
+    ])?;
+    tx.commit()?;
+    Ok(DedupClaim::Claimed)
+}
+
+/// Marks the key completed by `holder`. If another event holds the key now (our lease ran out
+/// and it took over), the key is still marked completed, now naming `holder`: the work is
+/// done, and the other holder will see `Completed` on its next claim. A key that expired
+/// and was purged meanwhile is left absent (there is no window left to protect).
+pub(super) fn dedup_complete(
+    conn: &mut Connection,
+    company: CompanyId,
+    key: &str,
+    holder: EventId,
+) -> Res<()> {
+    let tx = immediate(conn)?;
+    let company_text = company.to_string();
+    let current: Option<String> = tx
+        .query_row(
+            "SELECT holder FROM dedup WHERE company_id = ?1 AND dedup_key = ?2",
+            params![company_text, key],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let Some(current) = current else {
+        tracing::debug!(company_id = %company, key, holder = %holder, "dedup key gone before completion");
+        return Ok(());
+    };
+    if current != holder.to_string() {
+        tracing::warn!(company_id = %company, key, holder = %holder, current_holder = current, "dedup key completed by a holder whose lease was taken over");
+    }
+    tx.execute(
+        "UPDATE dedup SET completed = 1, holder = ?3 WHERE company_id = ?1 AND dedup_key = ?2",
+        params![company_text, key, holder.to_string()],
+    )?;
+    tx.commit()?;
+    Ok(())
+}
+
+/// Writes the call unless the stored one is newer; one conditional upsert statement.
+pub(super) fn upsert_call(conn: &Connection, c: &Call) -> Res<bool> {
+    let changed = conn
+        .prepare_cached(&format!(
+            "INSERT INTO calls ({}) VALUES \
+             (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16) \
+             ON CONFLICT (company_id, call_id) DO UPDATE SET \
+             branch_id = excluded.branch_id, agent_id = excluded.agent_id, \
+             direction = excluded.direction, from_number = excluded.from_number, \
+             to_number = excluded.to_number, status = excluded.status, \
+             start_at = excluded.start_at, end_at = excluded.end_at, \
+             duration_ms = excluded.duration_ms, \
+             disconnection_reason = excluded.disconnection_reason, \
+             summary = excluded.summary, last_event = excluded.last_event, \
+             version = excluded.version, updated_at = excluded.updated_at \
+             WHERE calls.version <= excluded.version",
+            rows::CALL_COLS
+        ))?
+        .execute(params![
+            c.company_id.to_string(),
+            c.call_id,
+            c.branch_id.map(|b| b.to_string()),
+            c.agent_id,
+            c.direction,
+            c.from_number,
+            c.to_number,
+            c.status,
+            opt_ms(c.start_at),
+            opt_ms(c.end_at),
+            c.duration_ms,
+            c.disconnection_reason,
+            c.summary,
+            c.last_event,
+            c.version,
+            ms(c.updated_at),
+        ])?;
+    Ok(changed == 1)
+}
+
+/// The stored row an appointment write targets: (id, calcom_uid, version).
+type Target = (String, Option<String>, i64);
+
+fn appointment_target(tx: &Transaction<'_>, a: &Appointment) -> Res<Option<Target>> {
+    let company = a.company_id.to_string();
+    let read = |r: &rusqlite::Row<'_>| Ok((r.get(0)?, r.get(1)?, r.get(2)?));
+    if let Some(uid) = &a.calcom_uid {
+        let by_uid = tx
+            .prepare_cached(
+                "SELECT appointment_id, calcom_uid, version FROM appointments
+                 WHERE company_id = ?1 AND calcom_uid = ?2",
+            )?
+            .query_row([&company, uid], read)
+            .optional()?;
+        if by_uid.is_some() {
+            return Ok(by_uid);
+        }
+    }
+    // No row with that uid: the same appointment may exist by id (booked by us before Cal.com
+    // gave it a uid).
+    let by_id: Option<Target> = tx
+        .prepare_cached(
+            "SELECT appointment_id, calcom_uid, version FROM appointments
+             WHERE company_id = ?1 AND appointment_id = ?2",
+        )?
+        .query_row([&company, &a.id.to_string()], read)
+        .optional()?;
+    if let (Some((id, Some(stored), _)), Some(new)) = (&by_id, &a.calcom_uid) {
+        return Err(StoreError::Conflict(format!(
+            "appointment {id} of company {} has calcom uid {stored}, not {new}",
+            a.company_id
+        ))
+        .into());
+    }
+    Ok(by_id)
+}
+
+/// Writes the appointment unless the stored one is newer; an update keeps the stored id
+/// (and the stored uid when the new row has none).
+pub(super) fn upsert_appointment(conn: &mut Connection, a: &Appointment) -> Res<bool> {
+    let tx = immediate(conn)?;
+    let target = appointment_target(&tx, a)?;
+    let id = match target {
+        Some((_, _, version)) if version > a.version => return Ok(false),
+        Some((id, _, _)) => id,
+        None => a.id.to_string(),
+    };
+    tx.prepare_cached(&format!(
+        "INSERT INTO appointments ({}) VALUES \
+         (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15) \
+         ON CONFLICT (company_id, appointment_id) DO UPDATE SET \
+         calcom_uid = COALESCE(excluded.calcom_uid, appointments.calcom_uid), \
+         branch_id = excluded.branch_id, status = excluded.status, \
+         start_at = excluded.start_at, end_at = excluded.end_at, title = excluded.title, \
+         attendee_name = excluded.attendee_name, attendee_email = excluded.attendee_email, \
+         attendee_phone = excluded.attendee_phone, \
+         rescheduled_to_uid = excluded.rescheduled_to_uid, \
+         source_event = excluded.source_event, version = excluded.version, \
+         updated_at = excluded.updated_at",
+        rows::APPOINTMENT_COLS
+    ))?
+    .execute(params![
+        a.company_id.to_string(),
+        id,
+        a.calcom_uid,
+        a.branch_id.map(|b| b.to_string()),
+        a.status.as_str(),
+        opt_ms(a.start_at),
+        opt_ms(a.end_at),
+        a.title,
+        a.attendee_name,
+        a.attendee_email,
+        a.attendee_phone,
+        a.rescheduled_to_uid,
+        a.source_event.to_string(),
+        a.version,
+        ms(a.updated_at),
+    ])?;
+    tx.commit()?;
+    Ok(true)
+}
+
+/// Makes every earlier commit survive power loss.
+///
+/// The writer runs with `synchronous=NORMAL`: in WAL mode a commit is then safe against a
+/// process crash but the WAL is only fsync'd at checkpoints. A commit under
+/// `synchronous=FULL` fsyncs the WAL file, and since the WAL is one append-only file, that
+/// fsync also covers every frame committed before it (earlier WAL generations were fsync'd
+/// by the checkpoint that reset it). An empty transaction writes no frame, hence the row.
+pub(super) fn sync(conn: &mut Connection, now: DateTime<Utc>) -> Res<()> {
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    let written = conn.execute(
+        "INSERT INTO sync_barrier (id, generation, synced_at) VALUES (1, 1, ?1)
+         ON CONFLICT (id) DO UPDATE
+         SET generation = generation + 1, synced_at = excluded.synced_at",
+        [ms(now)],
+    );
+    // Restore NORMAL even if the write failed, or every later commit would pay an fsync.
+    let restored = conn.pragma_update(None, "synchronous", "NORMAL");
+    written?;
+    restored?;
+    Ok(())
+}

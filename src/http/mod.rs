@@ -1,0 +1,103 @@
+//! The HTTP surface: webhook ingress, health and metrics.
+
+mod error;
+mod ops;
+mod tenants;
+mod webhooks;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use askpro_actors::group::GroupMsg;
+use askpro_actors::ingress::IngressHandle;
+use askpro_actors::{Clock, CompanyId, EventLog, StateStore};
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::Router;
+use prometheus::Registry;
+use ractor::ActorRef;
+
+pub use error::ApiError;
+pub use ops::HttpMetrics;
+use tenants::{TenantAuth, TenantCache};
+
+use crate::config::Config;
+use crate::signature::SecretRef;
+
+/// Shared state of every handler.
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub store: Arc<dyn StateStore>,
+    pub log: Arc<dyn EventLog>,
+    pub clock: Arc<dyn Clock>,
+    pub ingress: IngressHandle,
+    /// The worker group, when this process runs workers (for `/health`).
+    pub group: Option<ActorRef<GroupMsg>>,
+    pub registry: Registry,
+    pub metrics: HttpMetrics,
+    tenants: TenantCache,
+}
+
+impl AppState {
+    pub fn new(
+        config: Arc<Config>,
+        store: Arc<dyn StateStore>,
+        log: Arc<dyn EventLog>,
+        clock: Arc<dyn Clock>,
+        ingress: IngressHandle,
+        group: Option<ActorRef<GroupMsg>>,
+        registry: Registry,
+        metrics: HttpMetrics,
+    ) -> Self {
+        let ttl = Duration::from_millis(config.ingress.tenant_cache_ttl_ms);
+        Self {
+            tenants: TenantCache::new(Arc::clone(&store), ttl),
+            config,
+            store,
+            log,
+            clock,
+            ingress,
+            group,
+            registry,
+            metrics,
+        }
+    }
+
+    /// The tenant named in a URL, or 404.
+    async fn tenant(&self, raw: &str) -> Result<Arc<TenantAuth>, ApiError> {
+        let not_found =
+            || ApiError::new(StatusCode::NOT_FOUND, "unknown_company", format!("unknown company {raw:?}"));
+        let id: CompanyId = raw.parse().map_err(|_| not_found())?;
+        if id == CompanyId::UNROUTED {
+            return Err(not_found());
+        }
+        self.tenants
+            .get(id)
+            .await
+            .map_err(|e| ApiError::unavailable(format!("tenant lookup failed: {e}")))?
+            .ok_or_else(not_found)
+    }
+
+    /// The account-level Retell secret, if configured.
+    fn global_retell(&self) -> Vec<SecretRef<'_>> {
+        let value = self.config.retell.global_secret.as_str();
+        if value.is_empty() {
+            return Vec::new();
+        }
+        vec![SecretRef { id: "global", value }]
+    }
+}
+
+/// The router. The body limit applies before any handler reads the body.
+pub fn router(state: Arc<AppState>) -> Router {
+    let limit = state.config.server.body_limit_bytes;
+    Router::new()
+        .route("/webhooks/retell", post(webhooks::retell_account))
+        .route("/webhooks/retell/{company_id}", post(webhooks::retell_for_company))
+        .route("/webhooks/calcom/{company_id}", post(webhooks::calcom_for_company))
+        .route("/health", get(ops::health))
+        .route("/metrics", get(ops::metrics))
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}

@@ -1,0 +1,107 @@
+//! Operations endpoints: `/health` (one check per component) and `/metrics` (Prometheus).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use askpro_actors::group::GroupMsg;
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder};
+use serde_json::{json, Value};
+
+use super::AppState;
+
+/// Metrics of the HTTP ingress.
+#[derive(Clone)]
+pub struct HttpMetrics {
+    pub webhook_total: IntCounterVec,
+    pub ingress_seconds: HistogramVec,
+}
+
+impl HttpMetrics {
+    pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let m = Self {
+            webhook_total: IntCounterVec::new(
+                Opts::new("askproai_webhook_total", "webhooks received, by provider and outcome"),
+                &["provider", "outcome"],
+            )?,
+            ingress_seconds: HistogramVec::new(
+                HistogramOpts::new(
+                    "askproai_ingress_duration_seconds",
+                    "time from request to answer, including durable append",
+                )
+                .buckets(vec![
+                    0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+                ]),
+                &["provider"],
+            )?,
+        };
+        registry.register(Box::new(m.webhook_total.clone()))?;
+        registry.register(Box::new(m.ingress_seconds.clone()))?;
+        Ok(m)
+    }
+}
+
+/// `GET /metrics`.
+pub async fn metrics(State(app): State<Arc<AppState>>) -> Response {
+    let mut buffer = Vec::new();
+    let encoder = TextEncoder::new();
+    if let Err(e) = encoder.encode(&app.registry.gather(), &mut buffer) {
+        return (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response();
+    }
+    ([(header::CONTENT_TYPE, encoder.format_type().to_owned())], buffer).into_response()
+}
+
+/// `GET /health`: 200 when every component is healthy, else 503.
+pub async fn health(State(app): State<Arc<AppState>>) -> Response {
+    let store = check(app.store.check().await.map_err(|e| e.to_string()));
+    let log = check(app.log.check().await.map_err(|e| e.to_string()));
+    let consumers = consumers(&app).await;
+    let healthy = [&store, &log, &consumers]
+        .iter()
+        .all(|c| c["status"] != "unhealthy");
+    let body = json!({
+        "status": if healthy { "healthy" } else { "unhealthy" },
+        "timestamp": app.clock.now(),
+        "checks": {"store": store, "log": log, "consumers": consumers},
+    });
+    let status = if healthy {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body)).into_response()
+}
+
+fn check(result: Result<(), String>) -> Value {
+    match result {
+        Ok(()) => json!({"status": "healthy"}),
+        Err(error) => json!({"status": "unhealthy", "error": error}),
+    }
+}
+
+async fn consumers(app: &AppState) -> Value {
+    let Some(group) = &app.group else {
+        return json!({"status": "disabled", "reason": "this process runs no workers"});
+    };
+    let result = group
+        .call(GroupMsg::Status, Some(Duration::from_secs(3)))
+        .await;
+    match result {
+        Ok(ractor::rpc::CallResult::Success(status)) => {
+            let expected = app.log.partitions() as usize;
+            let live = status.partitions.len();
+            let healthy = live == expected;
+            json!({
+                "status": if healthy { "healthy" } else { "unhealthy" },
+                "partitions_expected": expected,
+                "partitions_live": live,
+                "consumer_restarts": status.consumer_restarts,
+                "partitions": status.partitions,
+            })
+        }
+        _ => json!({"status": "unhealthy", "error": "worker group did not answer"}),
+    }
+}
