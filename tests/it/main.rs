@@ -1,3 +1,7 @@
 //! AskPro's integration suite: one test binary (modules below), real HTTP over loopback.
 mod signature_sdk;
 mod payload_fixtures;
+mod store_contract;
+mod log_contract;
+mod harness;
+mod ingress;
