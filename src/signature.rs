@@ -140,11 +140,9 @@ fn parse_retell(value: &str) -> Result<(i64, [u8; 32]), SignatureError> {
     let ts = v
         .parse::<i64>()
         .map_err(|_| bad(format!("v={v:?} is out of range")))?;
-    let digest = decode_digest(d).ok_or_else(|| {
-        bad(format!(
-            "d is {} characters long and must be exactly 64 hex digits",
-            d.chars().count()
-        ))
+    let digest = decode_digest(d).ok_or_else(|| match d.chars().count() {
+        64 => bad("d contains characters that are not hex digits".into()),
+        n => bad(format!("d has {n} characters, not 64 hex digits")),
     })?;
     Ok((ts, digest))
 }
@@ -229,14 +227,11 @@ pub fn verify_calcom(
         };
     }
     let given = decode_digest(value).ok_or_else(|| {
-        malformed(
-            CALCOM_HEADER,
-            CALCOM_FORMAT,
-            format!(
-                "got {} characters that are not 64 hex digits",
-                value.chars().count()
-            ),
-        )
+        let problem = match value.chars().count() {
+            64 => "it contains characters that are not hex digits".to_owned(),
+            n => format!("it has {n} characters, not 64 hex digits"),
+        };
+        malformed(CALCOM_HEADER, CALCOM_FORMAT, problem)
     })?;
     if secrets.is_empty() {
         return Err(SignatureError::NoSecret {

@@ -202,7 +202,7 @@ pub(super) fn dedup_claim(conn: &mut Connection, req: &ClaimRequest<'_>) -> Res<
         }
         // Our own earlier claim (a redelivery), or a lease whose holder died: take it over.
         // Keep the later expiry so a key is never forgotten while it is leased.
-        Some(entry) if false || entry.lease_until <= req.now => {
+        Some(entry) if entry.holder == req.holder || entry.lease_until <= req.now => {
             entry.expires_at.max(req.expires_at)
         }
         Some(entry) => {
@@ -346,7 +346,7 @@ pub(super) fn upsert_appointment(conn: &mut Connection, a: &Appointment) -> Res<
     let target = appointment_target(&tx, a)?;
     let id = match target {
         Some((_, _, version)) if version > a.version => return Ok(false),
-        Some((id, _, _)) => id,
+        Some(_) => a.id.to_string(),
         None => a.id.to_string(),
     };
     tx.prepare_cached(&format!(

@@ -5,3 +5,5 @@ mod store_contract;
 mod log_contract;
 mod harness;
 mod ingress;
+mod supervision;
+mod crash;
