@@ -274,14 +274,3 @@ async fn requests_carry_a_valid_retell_signature_of_their_tenant() {
             .starts_with("call_lg_"));
     }
 }
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore]
-async fn scratch_show_report() {
-    let (url, server) = bench().await;
-    let args = LoadgenArgs { quiet: false, duration: 3, concurrency: 32, duplicate_ratio: 0.1, ..args(&url, 1_000_000) };
-    let report = run(&args, &tenants(10), CancellationToken::new()).await.unwrap();
-    server.cancel();
-    eprintln!("{}", report.render_text());
-    eprintln!("{}", report.render_json());
-}
