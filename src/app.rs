@@ -53,28 +53,39 @@ pub enum AppError {
     Serve(#[source] std::io::Error),
 }
 
+/// The configured log and state store.
+#[derive(Clone)]
+pub struct Backends {
+    pub log: Arc<dyn EventLog>,
+    pub store: Arc<dyn StateStore>,
+}
+
 /// Opens the configured backends.
-pub fn open_backends(config: &Config) -> Result<(Arc<dyn EventLog>, Arc<dyn StateStore>), AppError> {
+pub fn open_backends(config: &Config) -> Result<Backends, AppError> {
     let dir = &config.data.dir;
     let shown = dir.display().to_string();
     let log: Arc<dyn EventLog> = match config.log.backend {
-        LogBackend::Embedded => Arc::new(
-            EmbeddedLog::open(dir, config.log.partitions)
-                .map_err(|source| AppError::Log { dir: shown.clone(), source })?,
-        ),
+        LogBackend::Embedded => Arc::new(EmbeddedLog::open(dir, config.log.partitions).map_err(
+            |source| AppError::Log {
+                dir: shown.clone(),
+                source,
+            },
+        )?),
     };
     let store: Arc<dyn StateStore> = Arc::new(
         EmbeddedStore::open(dir).map_err(|source| AppError::Store { dir: shown, source })?,
     );
-    Ok((log, store))
+    Ok(Backends { log, store })
 }
 
 /// Opens only the state store (admin commands).
 pub fn open_store(config: &Config) -> Result<Arc<dyn StateStore>, AppError> {
     let dir = &config.data.dir;
-    Ok(Arc::new(EmbeddedStore::open(dir).map_err(|source| AppError::Store {
-        dir: dir.display().to_string(),
-        source,
+    Ok(Arc::new(EmbeddedStore::open(dir).map_err(|source| {
+        AppError::Store {
+            dir: dir.display().to_string(),
+            source,
+        }
     })?))
 }
 
@@ -93,7 +104,8 @@ pub async fn run(
     options: RunOptions,
 ) -> Result<(), AppError> {
     let config = Arc::new(config);
-    let (log, store) = open_backends(&config)?;
+    let backends = open_backends(&config)?;
+    let (log, store) = (Arc::clone(&backends.log), Arc::clone(&backends.store));
     let clock = options.clock.unwrap_or_else(|| Arc::new(SystemClock));
     let registry = Registry::new_custom(None, None)?;
     let pipeline_metrics = PipelineMetrics::register(&registry)?;
@@ -101,7 +113,7 @@ pub async fn run(
 
     let ingress = spawn_ingress(&config, &log, &pipeline_metrics).await?;
     let pipeline = Arc::new(Pipeline {
-        store: Arc::clone(&store),
+        store,
         clock: Arc::clone(&clock),
         settings: config.pipeline_settings(),
         metrics: pipeline_metrics,
@@ -111,8 +123,7 @@ pub async fn run(
 
     let state = Arc::new(AppState::new(
         Arc::clone(&config),
-        store,
-        Arc::clone(&log),
+        backends,
         clock,
         ingress.clone(),
         Some(group.clone()),
@@ -126,7 +137,11 @@ pub async fn run(
         .with_graceful_shutdown(async move { token.cancelled().await })
         .await;
     tracing::info!("http stopped; draining");
-    ingress.actor().stop_and_wait(Some("shutdown".into()), None).await.ok();
+    ingress
+        .actor()
+        .stop_and_wait(Some("shutdown".into()), None)
+        .await
+        .ok();
     drain_workers(&group, log.partitions(), &config).await;
     served.map_err(AppError::Serve)
 }
@@ -144,9 +159,16 @@ async fn spawn_ingress(
     };
     let (actor, _) = Actor::spawn(None, IngressActor, args)
         .await
-        .map_err(|source| AppError::Spawn { name: "ingress", source })?;
+        .map_err(|source| AppError::Spawn {
+            name: "ingress",
+            source,
+        })?;
     let timeout = Duration::from_millis(config.ingress.durability_timeout_ms);
-    Ok(IngressHandle::new(actor, config.ingress.max_pending, timeout))
+    Ok(IngressHandle::new(
+        actor,
+        config.ingress.max_pending,
+        timeout,
+    ))
 }
 
 async fn spawn_workers(
@@ -163,7 +185,10 @@ async fn spawn_workers(
     };
     let (group, _) = Actor::spawn(None, WorkerGroup, args)
         .await
-        .map_err(|source| AppError::Spawn { name: "worker group", source })?;
+        .map_err(|source| AppError::Spawn {
+            name: "worker group",
+            source,
+        })?;
     // The embedded log has a single worker: it owns every partition.
     let all = (0..log.partitions()).collect();
     group
@@ -175,12 +200,20 @@ async fn spawn_workers(
 async fn drain_workers(group: &ActorRef<GroupMsg>, partitions: u32, config: &Config) {
     let all: Vec<u32> = (0..partitions).collect();
     let bound = Duration::from_millis(config.pipeline.drain_timeout_ms) + Duration::from_secs(10);
-    match group.call(|reply| GroupMsg::Revoke(all, reply), Some(bound)).await {
+    match group
+        .call(|reply| GroupMsg::Revoke(all, reply), Some(bound))
+        .await
+    {
         Ok(ractor::rpc::CallResult::Success(drained)) => {
             let unfinished: usize = drained.iter().map(|p| p.in_flight).sum();
             tracing::info!(partitions = drained.len(), unfinished, "workers drained");
         }
-        _ => tracing::warn!("workers did not drain in time; uncommitted events will be redelivered"),
+        _ => {
+            tracing::warn!("workers did not drain in time; uncommitted events will be redelivered")
+        }
     }
-    group.stop_and_wait(Some("shutdown".into()), None).await.ok();
+    group
+        .stop_and_wait(Some("shutdown".into()), None)
+        .await
+        .ok();
 }

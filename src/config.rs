@@ -162,24 +162,48 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |key, problem: String| Err(ConfigError::Invalid { key, problem });
         if !(1..=1024).contains(&self.log.partitions) {
-            return invalid("log.partitions", format!("must be 1..=1024, got {}", self.log.partitions));
+            return invalid(
+                "log.partitions",
+                format!("must be 1..=1024, got {}", self.log.partitions),
+            );
         }
         if !(1024..=16 * 1024 * 1024).contains(&self.server.body_limit_bytes) {
             return invalid(
                 "server.body_limit_bytes",
-                format!("must be between 1 KiB and 16 MiB, got {}", self.server.body_limit_bytes),
+                format!(
+                    "must be between 1 KiB and 16 MiB, got {}",
+                    self.server.body_limit_bytes
+                ),
             );
         }
         let positive: [(&'static str, u64); 9] = [
             ("ingress.max_batch", self.ingress.max_batch as u64),
-            ("ingress.max_inflight_batches", self.ingress.max_inflight_batches as u64),
+            (
+                "ingress.max_inflight_batches",
+                self.ingress.max_inflight_batches as u64,
+            ),
             ("ingress.max_pending", self.ingress.max_pending as u64),
-            ("ingress.durability_timeout_ms", self.ingress.durability_timeout_ms),
+            (
+                "ingress.durability_timeout_ms",
+                self.ingress.durability_timeout_ms,
+            ),
             ("pipeline.fetch_batch", self.pipeline.fetch_batch as u64),
-            ("pipeline.tenant_queue_capacity", self.pipeline.tenant_queue_capacity as u64),
-            ("pipeline.partition_max_inflight", self.pipeline.partition_max_inflight as u64),
-            ("pipeline.commit_interval_ms", self.pipeline.commit_interval_ms),
-            ("pipeline.max_panics_per_event", u64::from(self.pipeline.max_panics_per_event)),
+            (
+                "pipeline.tenant_queue_capacity",
+                self.pipeline.tenant_queue_capacity as u64,
+            ),
+            (
+                "pipeline.partition_max_inflight",
+                self.pipeline.partition_max_inflight as u64,
+            ),
+            (
+                "pipeline.commit_interval_ms",
+                self.pipeline.commit_interval_ms,
+            ),
+            (
+                "pipeline.max_panics_per_event",
+                u64::from(self.pipeline.max_panics_per_event),
+            ),
         ];
         for (key, value) in positive {
             if value == 0 {
@@ -203,13 +227,19 @@ impl Config {
         {
             return invalid(
                 "phone.default_region",
-                format!("{:?} is not a two-letter region code such as DE", self.phone.default_region),
+                format!(
+                    "{:?} is not a two-letter region code such as DE",
+                    self.phone.default_region
+                ),
             );
         }
         if tracing_subscriber::EnvFilter::try_new(&self.telemetry.log_level).is_err() {
             return invalid(
                 "telemetry.log_level",
-                format!("{:?} is not a tracing filter (try \"info\")", self.telemetry.log_level),
+                format!(
+                    "{:?} is not a tracing filter (try \"info\")",
+                    self.telemetry.log_level
+                ),
             );
         }
         Ok(())

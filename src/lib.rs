@@ -1,12 +1,12 @@
 //! AskPro: webhook ingress, adapters and wiring around the `askpro-actors` pipeline core.
 
 pub mod app;
+pub mod bench_server;
 pub mod cli;
 pub mod config;
 pub mod embedded;
 pub mod http;
+pub mod loadgen;
 pub mod payload;
 pub mod signature;
 pub mod telemetry;
-pub mod loadgen;
-pub mod bench_server;

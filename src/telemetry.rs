@@ -7,7 +7,11 @@ use crate::config::{LogFormat, TelemetryConfig};
 /// Installs the global subscriber once; `RUST_LOG` overrides the configured level.
 /// `quiet` (admin commands) lowers the default to warnings.
 pub fn init(config: &TelemetryConfig, quiet: bool) {
-    let level = if quiet { "warn" } else { config.log_level.as_str() };
+    let level = if quiet {
+        "warn"
+    } else {
+        config.log_level.as_str()
+    };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -28,8 +28,14 @@ mod tests {
 
     #[test]
     fn keys_differ_by_event_and_provider() {
-        assert_ne!(retell_key("call_ended", "c1"), retell_key("call_analyzed", "c1"));
-        assert_ne!(body_key(Provider::Retell, b"{}"), body_key(Provider::Calcom, b"{}"));
+        assert_ne!(
+            retell_key("call_ended", "c1"),
+            retell_key("call_analyzed", "c1")
+        );
+        assert_ne!(
+            body_key(Provider::Retell, b"{}"),
+            body_key(Provider::Calcom, b"{}")
+        );
         assert_eq!(
             calcom_key("BOOKING_CREATED", "u1", "2024-01-10T14:30:00.000Z"),
             "calcom:BOOKING_CREATED:u1:2024-01-10T14:30:00.000Z"

@@ -152,7 +152,10 @@ pub enum DedupClaim {
     /// Another event completed this key inside the window.
     Completed { holder: EventId },
     /// Another event holds a live lease on this key.
-    InFlight { holder: EventId, lease_until: DateTime<Utc> },
+    InFlight {
+        holder: EventId,
+        lease_until: DateTime<Utc>,
+    },
 }
 
 /// The stored state of a dedup key.

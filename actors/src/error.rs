@@ -43,7 +43,10 @@ pub enum StoreError {
     NotFound(String),
     /// A stored row could not be decoded.
     #[error("corrupt row in {table}: {problem}")]
-    Corrupt { table: &'static str, problem: String },
+    Corrupt {
+        table: &'static str,
+        problem: String,
+    },
 }
 
 impl StoreError {

@@ -88,7 +88,8 @@ impl Actor for WorkerGroup {
                 let _ = reply.send(state.status().await);
             }
             GroupMsg::Restart(partition) => {
-                if !state.args.shutdown.is_cancelled() && !state.consumers.contains_key(&partition) {
+                if !state.args.shutdown.is_cancelled() && !state.consumers.contains_key(&partition)
+                {
                     state.start(&myself, partition).await?;
                 }
             }
@@ -110,7 +111,9 @@ impl Actor for WorkerGroup {
                 state.consumers.remove(&partition);
                 state.restarts += 1;
                 tracing::error!(partition, error = %error, "partition consumer failed; restarting");
-                myself.send_after(Duration::from_millis(500), move || GroupMsg::Restart(partition));
+                myself.send_after(Duration::from_millis(500), move || {
+                    GroupMsg::Restart(partition)
+                });
             }
             SupervisionEvent::ActorTerminated(cell, _, _) => {
                 if let Some(partition) = state.by_actor.remove(&cell.get_id()) {
@@ -155,19 +158,29 @@ impl GroupState {
     /// Drains the given partitions concurrently, each bounded by the drain timeout.
     async fn revoke(&mut self, partitions: &[u32]) -> Vec<PartitionStatus> {
         let timeout = self.args.drain_timeout;
-        let drains = partitions.iter().filter_map(|p| self.consumers.remove(p)).map(|consumer| async move {
-            let result = consumer
-                .call(|reply| ConsumerMsg::Drain(timeout, reply), Some(timeout + Duration::from_secs(5)))
-                .await;
-            match result {
-                Ok(ractor::rpc::CallResult::Success(status)) => Some(status),
-                _ => {
-                    consumer.stop(Some("drain did not answer".into()));
-                    None
+        let drains = partitions
+            .iter()
+            .filter_map(|p| self.consumers.remove(p))
+            .map(|consumer| async move {
+                let result = consumer
+                    .call(
+                        |reply| ConsumerMsg::Drain(timeout, reply),
+                        Some(timeout + Duration::from_secs(5)),
+                    )
+                    .await;
+                match result {
+                    Ok(ractor::rpc::CallResult::Success(status)) => Some(status),
+                    _ => {
+                        consumer.stop(Some("drain did not answer".into()));
+                        None
+                    }
                 }
-            }
-        });
-        futures::future::join_all(drains).await.into_iter().flatten().collect()
+            });
+        futures::future::join_all(drains)
+            .await
+            .into_iter()
+            .flatten()
+            .collect()
     }
 
     async fn status(&self) -> GroupStatus {

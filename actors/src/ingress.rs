@@ -97,17 +97,23 @@ impl IngressState {
         while !self.pending.is_empty() && self.inflight_batches < self.args.max_inflight_batches {
             let take = self.pending.len().min(self.args.max_batch);
             let (records, replies): (Vec<_>, Vec<_>) = self.pending.drain(..take).unzip();
-            self.args.metrics.ingress_batch_size.observe(records.len() as f64);
+            self.args
+                .metrics
+                .ingress_batch_size
+                .observe(records.len() as f64);
             self.inflight_batches += 1;
             let log = Arc::clone(&self.args.log);
             let me = myself.clone();
             tokio::spawn(async move {
-                let result = log.append(records).await.map_err(|e: LogError| e.to_string());
-                if let Err(e) = me.cast(IngressMsg::Flushed(result, replies)) {
-                    // The actor is gone; answer directly so no caller hangs.
-                    if let ractor::MessagingErr::SendErr(IngressMsg::Flushed(result, replies)) = e {
-                        answer(result, replies);
-                    }
+                let result = log
+                    .append(records)
+                    .await
+                    .map_err(|e: LogError| e.to_string());
+                // If the actor is gone, answer directly so no caller hangs.
+                if let Err(ractor::MessagingErr::SendErr(IngressMsg::Flushed(result, replies))) =
+                    me.cast(IngressMsg::Flushed(result, replies))
+                {
+                    answer(result, replies);
                 }
             });
         }
@@ -152,11 +158,11 @@ impl IngressHandle {
     /// Appends one record and returns once it is durable.
     pub async fn append(&self, record: LogRecord) -> Result<LogPosition, IngressError> {
         let permit: OwnedSemaphorePermit =
-            Arc::clone(&self.permits)
-                .try_acquire_owned()
-                .map_err(|_| IngressError::Overloaded {
+            Arc::clone(&self.permits).try_acquire_owned().map_err(|_| {
+                IngressError::Overloaded {
                     pending: self.max_pending,
-                })?;
+                }
+            })?;
         let (tx, rx) = oneshot::channel();
         self.actor
             .cast(IngressMsg::Append(record, tx))

@@ -27,7 +27,10 @@ impl PipelineMetrics {
     pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
         let m = Self {
             events_total: IntCounterVec::new(
-                Opts::new("askproai_events_total", "events that reached a final status"),
+                Opts::new(
+                    "askproai_events_total",
+                    "events that reached a final status",
+                ),
                 &["status"],
             )?,
             processing_seconds: Histogram::with_opts(
@@ -56,7 +59,9 @@ impl PipelineMetrics {
                     "askproai_ingress_batch_size",
                     "records made durable by one group commit",
                 )
-                .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0]),
+                .buckets(vec![
+                    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
+                ]),
             )?,
             store_retries: IntCounter::new(
                 "askproai_store_retries_total",

@@ -87,7 +87,11 @@ impl Actor for PartitionConsumer {
         args: Self::Arguments,
     ) -> Result<Self::State, ActorProcessingErr> {
         let group = &args.pipeline.settings.consumer_group;
-        let committed = args.log.committed(group, args.partition).await?.unwrap_or(0);
+        let committed = args
+            .log
+            .committed(group, args.partition)
+            .await?
+            .unwrap_or(0);
         let supervisor_args = SupervisorArgs {
             partition: args.partition,
             pipeline: Arc::clone(&args.pipeline),
@@ -96,9 +100,15 @@ impl Actor for PartitionConsumer {
         };
         let (supervisor, _) =
             Actor::spawn_linked(None, TenantSupervisor, supervisor_args, myself.get_cell()).await?;
-        myself.send_interval(args.pipeline.settings.commit_interval, || ConsumerMsg::CommitTick);
+        myself.send_interval(args.pipeline.settings.commit_interval, || {
+            ConsumerMsg::CommitTick
+        });
         myself.cast(ConsumerMsg::Poll)?;
-        tracing::info!(partition = args.partition, committed, "partition consumer started");
+        tracing::info!(
+            partition = args.partition,
+            committed,
+            "partition consumer started"
+        );
         Ok(ConsumerState {
             args,
             supervisor,
@@ -238,7 +248,10 @@ impl ConsumerState {
         }
     }
 
-    fn dispatch_backlog(&mut self, myself: &ActorRef<ConsumerMsg>) -> Result<(), ActorProcessingErr> {
+    fn dispatch_backlog(
+        &mut self,
+        myself: &ActorRef<ConsumerMsg>,
+    ) -> Result<(), ActorProcessingErr> {
         let settings = &self.args.pipeline.settings;
         while let Some(record) = self.backlog.front() {
             let company_id = record.meta.company_id;
@@ -335,7 +348,11 @@ impl ConsumerState {
         timeout: Duration,
         reply: RpcReplyPort<PartitionStatus>,
     ) {
-        tracing::info!(partition = self.args.partition, in_flight = self.in_flight.len(), "draining partition");
+        tracing::info!(
+            partition = self.args.partition,
+            in_flight = self.in_flight.len(),
+            "draining partition"
+        );
         // Undispatched records are given back: fetching resumes (here or on the next owner)
         // from the first of them, and the watermark must not pass them.
         if let Some(front) = self.backlog.front() {

@@ -110,9 +110,19 @@ impl Pipeline {
         let meta = &record.meta;
         let now = self.clock.now();
         self.store
-            .set_event_status(meta.company_id, meta.event_id, EventStatus::Processing, attempt, None, now)
+            .set_event_status(
+                meta.company_id,
+                meta.event_id,
+                EventStatus::Processing,
+                attempt,
+                None,
+                now,
+            )
             .await?;
-        let claim = self.store.dedup_claim(self.claim_request(record, now)).await?;
+        let claim = self
+            .store
+            .dedup_claim(self.claim_request(record, now))
+            .await?;
         match claim {
             DedupClaim::Claimed => {}
             // This very event completed before (its report was lost to a crash or restart).
@@ -128,7 +138,9 @@ impl Pipeline {
             // Another worker holds a live claim for the same delivery. Its record stays
             // uncommitted until it finishes, so it cannot be lost; this copy is redundant.
             DedupClaim::InFlight { holder, .. } => {
-                return Ok(duplicate(format!("duplicate of event {holder} (still in flight)")));
+                return Ok(duplicate(format!(
+                    "duplicate of event {holder} (still in flight)"
+                )));
             }
         }
         let ctx = HandlerCtx {

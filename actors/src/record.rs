@@ -43,7 +43,9 @@ impl FromStr for Provider {
         match s {
             "retell" => Ok(Provider::Retell),
             "calcom" => Ok(Provider::Calcom),
-            other => Err(format!("unknown provider {other:?} (expected retell or calcom)")),
+            other => Err(format!(
+                "unknown provider {other:?} (expected retell or calcom)"
+            )),
         }
     }
 }
@@ -114,7 +116,8 @@ impl RecordMeta {
             (header::DEDUP_KEY, self.dedup_key.clone()),
             (
                 header::RECEIVED_AT,
-                self.received_at.to_rfc3339_opts(SecondsFormat::Millis, true),
+                self.received_at
+                    .to_rfc3339_opts(SecondsFormat::Millis, true),
             ),
             (header::CORRELATION_ID, self.correlation_id.to_string()),
             (header::SECRET_ID, self.secret_id.clone()),
@@ -149,12 +152,20 @@ impl RecordMeta {
             name,
             problem: e.to_string(),
         };
-        let reason = found.get(header::REASON).map(|r| (*r).to_owned()).unwrap_or_default();
+        let reason = found
+            .get(header::REASON)
+            .map(|r| (*r).to_owned())
+            .unwrap_or_default();
         let disposition = match get(header::DISPOSITION)? {
             "accept" => Disposition::Accept,
             "rejected" => Disposition::Rejected(reason),
             "unrouted" => Disposition::Unrouted(reason),
-            other => return Err(bad(header::DISPOSITION, &format!("unknown value {other:?}"))),
+            other => {
+                return Err(bad(
+                    header::DISPOSITION,
+                    &format!("unknown value {other:?}"),
+                ))
+            }
         };
         Ok(RecordMeta {
             event_id: get(header::EVENT_ID)?
@@ -247,8 +258,8 @@ mod tests {
             .into_iter()
             .filter(|(k, _)| *k != header::DEDUP_KEY)
             .collect();
-        let err = RecordMeta::from_headers(headers.iter().map(|(k, v)| (*k, v.as_bytes())))
-            .unwrap_err();
+        let err =
+            RecordMeta::from_headers(headers.iter().map(|(k, v)| (*k, v.as_bytes()))).unwrap_err();
         assert_eq!(err.name, header::DEDUP_KEY);
     }
 }

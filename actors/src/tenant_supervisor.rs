@@ -33,7 +33,10 @@ pub enum SupervisorMsg {
     },
     /// A tenant actor panicked. Supervision events overtake ordinary messages in ractor, so
     /// they are re-sent as this message to be handled after the `Done`s the actor sent before.
-    Panicked { company_id: CompanyId, panic: String },
+    Panicked {
+        company_id: CompanyId,
+        panic: String,
+    },
     /// A tenant actor stopped (idle or shutdown); re-sent for the same ordering reason.
     Stopped(CompanyId),
     /// Backoff after a panic elapsed: respawn and redeliver.
@@ -295,7 +298,10 @@ impl SupervisorState {
         let (actor, _) = Actor::spawn_linked(None, TenantActor, args, myself.get_cell()).await?;
         self.args.pipeline.metrics.tenant_actors.inc();
         self.by_actor.insert(actor.get_id(), company_id);
-        let slot = self.slots.get_mut(&company_id).expect("slot exists for a spawned tenant");
+        let slot = self
+            .slots
+            .get_mut(&company_id)
+            .expect("slot exists for a spawned tenant");
         for queued in &slot.queue {
             actor.cast(TenantMsg::Process(Delivery {
                 record: Arc::clone(&queued.record),

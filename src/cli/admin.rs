@@ -112,7 +112,9 @@ pub async fn company(config: &Config, cmd: CompanyCmd) -> Result<()> {
                 created_at: chrono::Utc::now(),
             };
             store.create_company(&company).await?;
-            emit(json, &company, |c| format!("created company {} ({})", c.id, c.name))
+            emit(json, &company, |c| {
+                format!("created company {} ({})", c.id, c.name)
+            })
         }
         CompanyCmd::List { json } => {
             let companies = store.companies().await?;
@@ -152,7 +154,10 @@ pub async fn branch(config: &Config, cmd: BranchCmd) -> Result<()> {
             };
             store.create_branch(&branch).await?;
             emit(json, &branch, |b| {
-                format!("created branch {} ({}) with phone {}", b.id, b.name, b.phone)
+                format!(
+                    "created branch {} ({}) with phone {}",
+                    b.id, b.name, b.phone
+                )
             })
         }
         BranchCmd::List { company, json } => {
@@ -190,7 +195,10 @@ pub async fn secret(config: &Config, cmd: SecretCmd) -> Result<()> {
             store.add_secret(&secret).await?;
             let shown = redacted(&secret);
             emit(json, &shown, |s| {
-                format!("added {} secret {} for company {}", s["provider"], s["id"], s["company_id"])
+                format!(
+                    "added {} secret {} for company {}",
+                    s["provider"], s["id"], s["company_id"]
+                )
             })
         }
         SecretCmd::List { company, json } => {
@@ -213,7 +221,9 @@ pub async fn secret(config: &Config, cmd: SecretCmd) -> Result<()> {
             if !store.remove_secret(company, provider, &secret_id).await? {
                 bail!("company {company} has no {provider} secret {secret_id:?}");
             }
-            emit(json, &json!({"removed": secret_id}), |_| format!("removed secret {secret_id}"))
+            emit(json, &json!({"removed": secret_id}), |_| {
+                format!("removed secret {secret_id}")
+            })
         }
     }
 }
@@ -246,7 +256,8 @@ pub async fn loadgen(config: &Config, cmd: LoadgenCmd) -> Result<()> {
     } else {
         let store = crate::app::open_store(config)?;
         let prefix = format!("loadgen-{}", chrono::Utc::now().format("%Y%m%dT%H%M%S"));
-        let tenants = crate::loadgen::provision_tenants(store.as_ref(), cmd.args.tenants, &prefix).await?;
+        let tenants =
+            crate::loadgen::provision_tenants(store.as_ref(), cmd.args.tenants, &prefix).await?;
         eprintln!(
             "provisioned {} tenants in {} (prefix {prefix})",
             tenants.len(),

@@ -71,7 +71,9 @@ pub async fn run(config: &Config, cmd: EventsCmd) -> Result<()> {
             };
             let mut shown = summary(&row);
             shown["payload"] = json!(String::from_utf8_lossy(&row.payload));
-            emit(json, &shown, |v| serde_json::to_string_pretty(v).unwrap_or_default())
+            emit(json, &shown, |v| {
+                serde_json::to_string_pretty(v).unwrap_or_default()
+            })
         }
     }
 }

@@ -58,7 +58,9 @@ impl EmbeddedLog {
     /// first open: tenants hash onto partitions, so a different count is refused.
     pub fn open(dir: &Path, partitions: u32) -> Result<Self, LogError> {
         if partitions == 0 {
-            return Err(LogError::Invalid("the log needs at least one partition".into()));
+            return Err(LogError::Invalid(
+                "the log needs at least one partition".into(),
+            ));
         }
         let db = Db::open(dir, LOG_FILE, Synchronous::Full, migrate::LOG).map_err(open_error)?;
         let ends = {
@@ -67,7 +69,10 @@ impl EmbeddedLog {
             (0..partitions)
                 .map(|p| tail(&conn, p).map(|end| watch::channel(end).0))
                 .collect::<rusqlite::Result<Vec<_>>>()
-                .map_err(unavailable(format!("read end offsets of {}", db.path().display())))?
+                .map_err(unavailable(format!(
+                    "read end offsets of {}",
+                    db.path().display()
+                )))?
         };
         tracing::info!(dir = %dir.display(), partitions, "opened embedded log");
         Ok(EmbeddedLog {
@@ -109,10 +114,13 @@ impl EmbeddedLog {
         work: impl FnOnce(&Inner) -> Result<T, LogError> + Send + 'static,
     ) -> Result<T, LogError> {
         let inner = Arc::clone(&self.inner);
-        sqlite::blocking(move || work(&inner), |e| LogError::Unavailable {
-            context: context.to_owned(),
-            source: Box::new(e),
-        })
+        sqlite::blocking(
+            move || work(&inner),
+            |e| LogError::Unavailable {
+                context: context.to_owned(),
+                source: Box::new(e),
+            },
+        )
         .await
     }
 }
@@ -137,12 +145,20 @@ fn unavailable(context: String) -> impl FnOnce(rusqlite::Error) -> LogError {
 }
 
 /// Stores the partition count at first open and refuses a different one later.
-fn check_partition_count(conn: &mut Connection, dir: &Path, partitions: u32) -> Result<(), LogError> {
+fn check_partition_count(
+    conn: &mut Connection,
+    dir: &Path,
+    partitions: u32,
+) -> Result<(), LogError> {
     let fail = unavailable(format!("read the partition count in {}", dir.display()));
     let run = |conn: &mut Connection| -> rusqlite::Result<Option<String>> {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let stored: Option<String> = tx
-            .query_row("SELECT value FROM log_meta WHERE key = 'partitions'", [], |r| r.get(0))
+            .query_row(
+                "SELECT value FROM log_meta WHERE key = 'partitions'",
+                [],
+                |r| r.get(0),
+            )
             .optional()?;
         if stored.is_none() {
             tx.execute(
@@ -184,7 +200,12 @@ fn headers_json(meta: &RecordMeta) -> String {
     serde_json::Value::Object(map).to_string()
 }
 
-fn decode(partition: u32, offset: u64, headers: &str, value: Vec<u8>) -> Result<StoredRecord, LogError> {
+fn decode(
+    partition: u32,
+    offset: u64,
+    headers: &str,
+    value: Vec<u8>,
+) -> Result<StoredRecord, LogError> {
     let corrupt = |source: Box<dyn std::error::Error + Send + Sync>| LogError::Corrupt {
         partition,
         offset,
@@ -222,7 +243,12 @@ impl Inner {
             Ok(positions) => {
                 self.group_commits.fetch_add(1, Ordering::Relaxed);
                 self.publish_ends(&positions);
-                tracing::debug!(records, batches = batch.len(), elapsed_ms = started.elapsed().as_millis() as u64, "log group commit");
+                tracing::debug!(
+                    records,
+                    batches = batch.len(),
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "log group commit"
+                );
                 for (pending, positions) in batch.into_iter().zip(positions) {
                     let _ = pending.done.send(Ok(positions));
                 }
@@ -238,7 +264,11 @@ impl Inner {
     }
 
     /// One transaction for all `batch`; positions per pending batch, in input order.
-    fn write(&self, conn: &mut Connection, batch: &[Pending]) -> rusqlite::Result<Vec<Vec<LogPosition>>> {
+    fn write(
+        &self,
+        conn: &mut Connection,
+        batch: &[Pending],
+    ) -> rusqlite::Result<Vec<Vec<LogPosition>>> {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         // Offsets come from the file's tail, read under the write lock: another process may
         // have appended since our last commit, and this keeps offsets dense regardless.
@@ -298,7 +328,11 @@ impl Inner {
         let limit = i64::try_from(max).unwrap_or(i64::MAX);
         let rows = stmt
             .query_map(params![partition, offset, limit], |r| {
-                Ok((r.get::<_, u64>(0)?, r.get::<_, String>(1)?, r.get::<_, Vec<u8>>(2)?))
+                Ok((
+                    r.get::<_, u64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, Vec<u8>>(2)?,
+                ))
             })
             .map_err(fail())?;
         let mut out = Vec::new();
@@ -382,11 +416,15 @@ impl EventLog for EmbeddedLog {
             return Err(LogError::Invalid("consumer group name is empty".into()));
         }
         if i64::try_from(next_offset).is_err() {
-            return Err(LogError::Invalid(format!("offset {next_offset} is out of range")));
+            return Err(LogError::Invalid(format!(
+                "offset {next_offset} is out of range"
+            )));
         }
         let group = group.to_owned();
         self.run("commit", move |inner| {
-            let fail = unavailable(format!("commit {group} partition {partition} at {next_offset}"));
+            let fail = unavailable(format!(
+                "commit {group} partition {partition} at {next_offset}"
+            ));
             inner
                 .db
                 .writer()
@@ -397,7 +435,12 @@ impl EventLog for EmbeddedLog {
                      SET next_offset = excluded.next_offset, updated_at = excluded.updated_at",
                 )
                 .and_then(|mut stmt| {
-                    stmt.execute(params![group, partition, next_offset, chrono::Utc::now().timestamp_millis()])
+                    stmt.execute(params![
+                        group,
+                        partition,
+                        next_offset,
+                        chrono::Utc::now().timestamp_millis()
+                    ])
                 })
                 .map_err(fail)?;
             Ok(())
@@ -409,12 +452,19 @@ impl EventLog for EmbeddedLog {
         self.check_partition(partition)?;
         let group = group.to_owned();
         self.run("committed", move |inner| {
-            let fail = || unavailable(format!("read committed offset of {group} partition {partition}"));
+            let fail = || {
+                unavailable(format!(
+                    "read committed offset of {group} partition {partition}"
+                ))
+            };
             let conn = inner.db.reader().map_err(fail())?;
             conn.prepare_cached(
                 "SELECT next_offset FROM consumer_offsets WHERE group_id = ?1 AND partition = ?2",
             )
-            .and_then(|mut stmt| stmt.query_row(params![group, partition], |r| r.get(0)).optional())
+            .and_then(|mut stmt| {
+                stmt.query_row(params![group, partition], |r| r.get(0))
+                    .optional()
+            })
             .map_err(fail())
         })
         .await

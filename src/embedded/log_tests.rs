@@ -51,7 +51,10 @@ async fn offsets_are_dense_and_survive_reopen() {
     {
         let log = open(dir.path(), 4);
         for round in 0..3 {
-            let batch = tenants.iter().map(|t| record(*t, &format!("r{round}"))).collect();
+            let batch = tenants
+                .iter()
+                .map(|t| record(*t, &format!("r{round}")))
+                .collect();
             all.extend(log.append(batch).await.unwrap());
         }
     }
@@ -69,15 +72,23 @@ async fn offsets_are_dense_and_survive_reopen() {
 async fn a_different_partition_count_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     drop(open(dir.path(), 8));
-    let err = EmbeddedLog::open(dir.path(), 16).err().expect("must refuse");
+    let err = EmbeddedLog::open(dir.path(), 16)
+        .err()
+        .expect("must refuse");
     let LogError::Invalid(message) = &err else {
         panic!("expected Invalid, got {err:?}")
     };
     assert!(message.contains('8') && message.contains("16"), "{message}");
-    assert!(message.contains(&dir.path().display().to_string()), "{message}");
+    assert!(
+        message.contains(&dir.path().display().to_string()),
+        "{message}"
+    );
     // The original count still opens.
     assert_eq!(open(dir.path(), 8).partitions(), 8);
-    assert!(matches!(EmbeddedLog::open(dir.path(), 0), Err(LogError::Invalid(_))));
+    assert!(matches!(
+        EmbeddedLog::open(dir.path(), 0),
+        Err(LogError::Invalid(_))
+    ));
 }
 
 #[tokio::test]
@@ -119,7 +130,10 @@ async fn concurrent_appends_get_distinct_dense_offsets() {
         .map(|i| {
             let log = log.clone();
             tokio::spawn(async move {
-                let batch = vec![record(CompanyId::new(), &format!("a{i}")), record(CompanyId::new(), &format!("b{i}"))];
+                let batch = vec![
+                    record(CompanyId::new(), &format!("a{i}")),
+                    record(CompanyId::new(), &format!("b{i}")),
+                ];
                 log.append(batch).await.unwrap()
             })
         })
@@ -141,17 +155,26 @@ async fn fetch_waits_and_wakes_on_append() {
     let dir = tempfile::tempdir().unwrap();
     let log = open(dir.path(), 1);
     let started = std::time::Instant::now();
-    assert!(log.fetch(0, 0, 10, Duration::from_millis(300)).await.unwrap().is_empty());
+    assert!(log
+        .fetch(0, 0, 10, Duration::from_millis(300))
+        .await
+        .unwrap()
+        .is_empty());
     assert!(started.elapsed() >= Duration::from_millis(300));
 
     let reader = log.clone();
     let waiting = tokio::spawn(async move {
         let started = std::time::Instant::now();
-        let records = reader.fetch(0, 0, 10, Duration::from_secs(10)).await.unwrap();
+        let records = reader
+            .fetch(0, 0, 10, Duration::from_secs(10))
+            .await
+            .unwrap();
         (records, started.elapsed())
     });
     tokio::time::sleep(Duration::from_millis(100)).await;
-    log.append(vec![record(CompanyId::new(), "wake up")]).await.unwrap();
+    log.append(vec![record(CompanyId::new(), "wake up")])
+        .await
+        .unwrap();
     let (records, elapsed) = waiting.await.unwrap();
     assert_eq!(records.len(), 1);
     assert_eq!(records[0].value, Bytes::from_static(b"wake up"));
@@ -163,16 +186,32 @@ async fn a_second_process_appends_are_seen_and_kept_dense() {
     let dir = tempfile::tempdir().unwrap();
     let server = open(dir.path(), 1);
     let cli = open(dir.path(), 1);
-    server.append(vec![record(CompanyId::new(), "s0")]).await.unwrap();
+    server
+        .append(vec![record(CompanyId::new(), "s0")])
+        .await
+        .unwrap();
     let waiting = {
         let server = server.clone();
-        tokio::spawn(async move { server.fetch(0, 3, 10, Duration::from_secs(5)).await.unwrap() })
+        tokio::spawn(async move {
+            server
+                .fetch(0, 3, 10, Duration::from_secs(5))
+                .await
+                .unwrap()
+        })
     };
-    let from_cli = cli.append(vec![record(CompanyId::new(), "c1")]).await.unwrap();
+    let from_cli = cli
+        .append(vec![record(CompanyId::new(), "c1")])
+        .await
+        .unwrap();
     assert_eq!(from_cli[0].offset, 1);
-    let from_server = server.append(vec![record(CompanyId::new(), "s2")]).await.unwrap();
+    let from_server = server
+        .append(vec![record(CompanyId::new(), "s2")])
+        .await
+        .unwrap();
     assert_eq!(from_server[0].offset, 2);
-    cli.append(vec![record(CompanyId::new(), "c3")]).await.unwrap();
+    cli.append(vec![record(CompanyId::new(), "c3")])
+        .await
+        .unwrap();
     // The server's own append (s2) wakes the fetch too early; it only learns about c3 by
     // polling the file.
     let records = waiting.await.unwrap();
@@ -205,15 +244,28 @@ async fn headers_are_stored_as_a_json_object() {
 async fn undecodable_headers_are_reported_as_corrupt() {
     let dir = tempfile::tempdir().unwrap();
     let log = open(dir.path(), 1);
-    log.append(vec![record(CompanyId::new(), "x"), record(CompanyId::new(), "y")])
-        .await
-        .unwrap();
+    log.append(vec![
+        record(CompanyId::new(), "x"),
+        record(CompanyId::new(), "y"),
+    ])
+    .await
+    .unwrap();
     let conn = Connection::open(dir.path().join(LOG_FILE)).unwrap();
-    conn.execute("UPDATE log_records SET headers = '{\"askpro-event-id\":\"nope\"}' WHERE offset = 1", [])
-        .unwrap();
+    conn.execute(
+        "UPDATE log_records SET headers = '{\"askpro-event-id\":\"nope\"}' WHERE offset = 1",
+        [],
+    )
+    .unwrap();
     let err = log.fetch(0, 0, 10, Duration::ZERO).await.unwrap_err();
     assert!(
-        matches!(err, LogError::Corrupt { partition: 0, offset: 1, .. }),
+        matches!(
+            err,
+            LogError::Corrupt {
+                partition: 0,
+                offset: 1,
+                ..
+            }
+        ),
         "{err:?}"
     );
     // Offset 0 alone still reads.
@@ -224,10 +276,22 @@ async fn undecodable_headers_are_reported_as_corrupt() {
 async fn unknown_partitions_and_bad_commits_are_invalid() {
     let dir = tempfile::tempdir().unwrap();
     let log = open(dir.path(), 2);
-    assert!(matches!(log.fetch(2, 0, 1, Duration::ZERO).await, Err(LogError::Invalid(_))));
+    assert!(matches!(
+        log.fetch(2, 0, 1, Duration::ZERO).await,
+        Err(LogError::Invalid(_))
+    ));
     assert!(matches!(log.end_offset(7).await, Err(LogError::Invalid(_))));
-    assert!(matches!(log.commit("g", 2, 0).await, Err(LogError::Invalid(_))));
-    assert!(matches!(log.commit("", 0, 0).await, Err(LogError::Invalid(_))));
-    assert!(matches!(log.commit("g", 0, u64::MAX).await, Err(LogError::Invalid(_))));
+    assert!(matches!(
+        log.commit("g", 2, 0).await,
+        Err(LogError::Invalid(_))
+    ));
+    assert!(matches!(
+        log.commit("", 0, 0).await,
+        Err(LogError::Invalid(_))
+    ));
+    assert!(matches!(
+        log.commit("g", 0, u64::MAX).await,
+        Err(LogError::Invalid(_))
+    ));
     assert_eq!(log.partitions(), 2);
 }

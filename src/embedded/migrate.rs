@@ -72,7 +72,11 @@ pub(crate) fn apply(conn: &mut Connection, set: &[Migration]) -> Result<Vec<u32>
     conn.execute(CREATE_TABLE, []).map_err(MigrateError::Read)?;
     let known = set.last().map_or(0, |m| m.version);
     let found: u32 = conn
-        .query_row("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", [], |r| r.get(0))
+        .query_row(
+            "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+            [],
+            |r| r.get(0),
+        )
         .map_err(MigrateError::Read)?;
     if found > known {
         return Err(MigrateError::TooNew { found, known });
@@ -80,7 +84,11 @@ pub(crate) fn apply(conn: &mut Connection, set: &[Migration]) -> Result<Vec<u32>
     let mut applied = Vec::new();
     for migration in set {
         if apply_one(conn, migration)? {
-            tracing::info!(version = migration.version, name = migration.name, "applied schema migration");
+            tracing::info!(
+                version = migration.version,
+                name = migration.name,
+                "applied schema migration"
+            );
             applied.push(migration.version);
         }
     }
@@ -167,6 +175,9 @@ mod tests {
         )
         .unwrap();
         let err = apply(&mut conn, STATE).unwrap_err();
-        assert!(matches!(err, MigrateError::TooNew { found: 999, .. }), "{err}");
+        assert!(
+            matches!(err, MigrateError::TooNew { found: 999, .. }),
+            "{err}"
+        );
     }
 }

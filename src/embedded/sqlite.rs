@@ -219,10 +219,7 @@ pub(crate) fn classify(e: &rusqlite::Error) -> ErrorClass {
 
 /// A value that parsed badly out of a column, as a rusqlite conversion error (so row mappers
 /// can use `?` and the caller classifies it as [`ErrorClass::Decode`]).
-pub(crate) fn decode_error(
-    column: usize,
-    problem: impl std::fmt::Display,
-) -> rusqlite::Error {
+pub(crate) fn decode_error(column: usize, problem: impl std::fmt::Display) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(
         column,
         rusqlite::types::Type::Text,
@@ -236,7 +233,8 @@ mod tests {
 
     fn pragma(conn: &Connection, name: &str) -> String {
         conn.pragma_query_value(None, name, |r| {
-            r.get::<_, rusqlite::types::Value>(0).map(|v| format!("{v:?}"))
+            r.get::<_, rusqlite::types::Value>(0)
+                .map(|v| format!("{v:?}"))
         })
         .unwrap()
     }

@@ -9,8 +9,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use askpro_actors::domain::{
-    Appointment, Branch, Call, Company, DedupClaim, DedupEntry, EventRow, EventStatus,
-    PhoneRoute, Secret,
+    Appointment, Branch, Call, Company, DedupClaim, DedupEntry, EventRow, EventStatus, PhoneRoute,
+    Secret,
 };
 use askpro_actors::error::StoreError;
 use askpro_actors::ids::{BranchId, CompanyId, EventId};
@@ -57,7 +57,12 @@ impl EmbeddedStore {
         .await
     }
 
-    async fn run<T, F>(&self, operation: &'static str, table: &'static str, work: F) -> StoreResult<T>
+    async fn run<T, F>(
+        &self,
+        operation: &'static str,
+        table: &'static str,
+        work: F,
+    ) -> StoreResult<T>
     where
         T: Send + 'static,
         F: FnOnce(&Db) -> Res<T> + Send + 'static,
@@ -74,21 +79,33 @@ impl EmbeddedStore {
     }
 
     /// Runs `work` on a pooled reader connection.
-    async fn read<T, F>(&self, operation: &'static str, table: &'static str, work: F) -> StoreResult<T>
+    async fn read<T, F>(
+        &self,
+        operation: &'static str,
+        table: &'static str,
+        work: F,
+    ) -> StoreResult<T>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Res<T> + Send + 'static,
     {
-        self.run(operation, table, move |db| work(&*db.reader()?)).await
+        self.run(operation, table, move |db| work(&*db.reader()?))
+            .await
     }
 
     /// Runs `work` on the writer connection.
-    async fn write<T, F>(&self, operation: &'static str, table: &'static str, work: F) -> StoreResult<T>
+    async fn write<T, F>(
+        &self,
+        operation: &'static str,
+        table: &'static str,
+        work: F,
+    ) -> StoreResult<T>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Res<T> + Send + 'static,
     {
-        self.run(operation, table, move |db| work(&mut db.writer())).await
+        self.run(operation, table, move |db| work(&mut db.writer()))
+            .await
     }
 
     /// Runs a single-row (or no-row) SELECT on a reader.
@@ -105,7 +122,10 @@ impl EmbeddedStore {
         P: rusqlite::Params + Send + 'static,
     {
         self.read(operation, table, move |conn| {
-            Ok(conn.prepare_cached(&query)?.query_row(args, map).optional()?)
+            Ok(conn
+                .prepare_cached(&query)?
+                .query_row(args, map)
+                .optional()?)
         })
         .await
     }
@@ -142,10 +162,17 @@ impl StateStore for EmbeddedStore {
                     "INSERT INTO companies ({}) VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
                     rows::COMPANY_COLS
                 ),
-                params![c.id.to_string(), c.name, c.allow_unsigned_calcom, ms(c.created_at)],
+                params![
+                    c.id.to_string(),
+                    c.name,
+                    c.allow_unsigned_calcom,
+                    ms(c.created_at)
+                ],
             )?;
             if inserted == 0 {
-                return Err(StoreError::Conflict(format!("company {} already exists", c.id)).into());
+                return Err(
+                    StoreError::Conflict(format!("company {} already exists", c.id)).into(),
+                );
             }
             Ok(())
         })
@@ -153,9 +180,18 @@ impl StateStore for EmbeddedStore {
     }
 
     async fn company(&self, id: CompanyId) -> StoreResult<Option<Company>> {
-        let query = format!("SELECT {} FROM companies WHERE company_id = ?1", rows::COMPANY_COLS);
-        self.one("company", "companies", query, [id.to_string()], rows::company)
-            .await
+        let query = format!(
+            "SELECT {} FROM companies WHERE company_id = ?1",
+            rows::COMPANY_COLS
+        );
+        self.one(
+            "company",
+            "companies",
+            query,
+            [id.to_string()],
+            rows::company,
+        )
+        .await
     }
 
     async fn companies(&self) -> StoreResult<Vec<Company>> {
@@ -163,13 +199,16 @@ impl StateStore for EmbeddedStore {
             "SELECT {} FROM companies ORDER BY created_at, company_id",
             rows::COMPANY_COLS
         );
-        self.many("companies", "companies", query, [], rows::company).await
+        self.many("companies", "companies", query, [], rows::company)
+            .await
     }
 
     async fn create_branch(&self, branch: &Branch) -> StoreResult<()> {
         let b = branch.clone();
-        self.write("create_branch", "branches", move |conn| sql::create_branch(conn, &b))
-            .await
+        self.write("create_branch", "branches", move |conn| {
+            sql::create_branch(conn, &b)
+        })
+        .await
     }
 
     async fn branch(&self, company_id: CompanyId, id: BranchId) -> StoreResult<Option<Branch>> {
@@ -178,7 +217,8 @@ impl StateStore for EmbeddedStore {
             rows::BRANCH_COLS
         );
         let args = [company_id.to_string(), id.to_string()];
-        self.one("branch", "branches", query, args, rows::branch).await
+        self.one("branch", "branches", query, args, rows::branch)
+            .await
     }
 
     async fn branches(&self, company_id: CompanyId) -> StoreResult<Vec<Branch>> {
@@ -186,20 +226,30 @@ impl StateStore for EmbeddedStore {
             "SELECT {} FROM branches WHERE company_id = ?1 ORDER BY created_at, branch_id",
             rows::BRANCH_COLS
         );
-        self.many("branches", "branches", query, [company_id.to_string()], rows::branch)
-            .await
+        self.many(
+            "branches",
+            "branches",
+            query,
+            [company_id.to_string()],
+            rows::branch,
+        )
+        .await
     }
 
     async fn resolve_phone(&self, e164: &str) -> StoreResult<Option<PhoneRoute>> {
         let e164 = e164.to_owned();
-        self.read("resolve_phone", "phone_routes", move |conn| sql::resolve_phone(conn, &e164))
-            .await
+        self.read("resolve_phone", "phone_routes", move |conn| {
+            sql::resolve_phone(conn, &e164)
+        })
+        .await
     }
 
     async fn add_secret(&self, secret: &Secret) -> StoreResult<()> {
         let s = secret.clone();
-        self.write("add_secret", "secrets", move |conn| sql::add_secret(conn, &s))
-            .await
+        self.write("add_secret", "secrets", move |conn| {
+            sql::add_secret(conn, &s)
+        })
+        .await
     }
 
     async fn secrets(&self, company_id: CompanyId, provider: Provider) -> StoreResult<Vec<Secret>> {
@@ -209,10 +259,16 @@ impl StateStore for EmbeddedStore {
             rows::SECRET_COLS
         );
         let args = [company_id.to_string(), provider.as_str().to_owned()];
-        self.many("secrets", "secrets", query, args, rows::secret).await
+        self.many("secrets", "secrets", query, args, rows::secret)
+            .await
     }
 
-    async fn remove_secret(&self, company_id: CompanyId, provider: Provider, id: &str) -> StoreResult<bool> {
+    async fn remove_secret(
+        &self,
+        company_id: CompanyId,
+        provider: Provider,
+        id: &str,
+    ) -> StoreResult<bool> {
         let id = id.to_owned();
         self.write("remove_secret", "secrets", move |conn| {
             let deleted = conn.execute(
@@ -229,8 +285,10 @@ impl StateStore for EmbeddedStore {
             return Ok(());
         }
         let rows = rows.to_vec();
-        self.write("record_events", "events", move |conn| sql::record_events(conn, &rows))
-            .await
+        self.write("record_events", "events", move |conn| {
+            sql::record_events(conn, &rows)
+        })
+        .await
     }
 
     async fn set_event_status(
@@ -247,10 +305,19 @@ impl StateStore for EmbeddedStore {
             let updated = conn.execute(
                 "UPDATE events SET status = ?3, attempts = ?4, error = ?5, updated_at = ?6
                  WHERE company_id = ?1 AND event_id = ?2",
-                params![company_id.to_string(), id.to_string(), status.as_str(), attempts, error, ms(now)],
+                params![
+                    company_id.to_string(),
+                    id.to_string(),
+                    status.as_str(),
+                    attempts,
+                    error,
+                    ms(now)
+                ],
             )?;
             if updated == 0 {
-                return Err(StoreError::NotFound(format!("event {id} of company {company_id}")).into());
+                return Err(
+                    StoreError::NotFound(format!("event {id} of company {company_id}")).into(),
+                );
             }
             Ok(())
         })
@@ -258,13 +325,17 @@ impl StateStore for EmbeddedStore {
     }
 
     async fn event(&self, company_id: CompanyId, id: EventId) -> StoreResult<Option<EventRow>> {
-        self.read("event", "events", move |conn| sql::event(conn, company_id, id))
-            .await
+        self.read("event", "events", move |conn| {
+            sql::event(conn, company_id, id)
+        })
+        .await
     }
 
     async fn find_event(&self, id: EventId) -> StoreResult<Option<EventRow>> {
-        self.read("find_event", "events", move |conn| sql::find_event(conn, id))
-            .await
+        self.read("find_event", "events", move |conn| {
+            sql::find_event(conn, id)
+        })
+        .await
     }
 
     async fn events(
@@ -293,7 +364,8 @@ impl StateStore for EmbeddedStore {
             rows::EVENT_COLS
         );
         let args = (company, status.as_str(), limit);
-        self.many("events", "events", query, args, rows::event).await
+        self.many("events", "events", query, args, rows::event)
+            .await
     }
 
     async fn dedup_claim(&self, req: ClaimRequest<'_>) -> StoreResult<DedupClaim> {
@@ -314,7 +386,12 @@ impl StateStore for EmbeddedStore {
         .await
     }
 
-    async fn dedup_complete(&self, company_id: CompanyId, key: &str, holder: EventId) -> StoreResult<()> {
+    async fn dedup_complete(
+        &self,
+        company_id: CompanyId,
+        key: &str,
+        holder: EventId,
+    ) -> StoreResult<()> {
         let key = key.to_owned();
         self.write("dedup_complete", "dedup", move |conn| {
             sql::dedup_complete(conn, company_id, &key, holder)
@@ -322,7 +399,12 @@ impl StateStore for EmbeddedStore {
         .await
     }
 
-    async fn dedup_release(&self, company_id: CompanyId, key: &str, holder: EventId) -> StoreResult<()> {
+    async fn dedup_release(
+        &self,
+        company_id: CompanyId,
+        key: &str,
+        holder: EventId,
+    ) -> StoreResult<()> {
         let key = key.to_owned();
         self.write("dedup_release", "dedup", move |conn| {
             conn.execute(
@@ -346,13 +428,16 @@ impl StateStore for EmbeddedStore {
             rows::DEDUP_COLS
         );
         let args = (company_id.to_string(), key.to_owned(), ms(now));
-        self.one("dedup_entry", "dedup", query, args, rows::dedup).await
+        self.one("dedup_entry", "dedup", query, args, rows::dedup)
+            .await
     }
 
     async fn upsert_call(&self, call: &Call) -> StoreResult<bool> {
         let c = call.clone();
-        self.write("upsert_call", "calls", move |conn| sql::upsert_call(conn, &c))
-            .await
+        self.write("upsert_call", "calls", move |conn| {
+            sql::upsert_call(conn, &c)
+        })
+        .await
     }
 
     async fn call(&self, company_id: CompanyId, call_id: &str) -> StoreResult<Option<Call>> {
@@ -372,14 +457,24 @@ impl StateStore for EmbeddedStore {
         .await
     }
 
-    async fn appointment_by_calcom_uid(&self, company_id: CompanyId, uid: &str) -> StoreResult<Option<Appointment>> {
+    async fn appointment_by_calcom_uid(
+        &self,
+        company_id: CompanyId,
+        uid: &str,
+    ) -> StoreResult<Option<Appointment>> {
         let query = format!(
             "SELECT {} FROM appointments WHERE company_id = ?1 AND calcom_uid = ?2",
             rows::APPOINTMENT_COLS
         );
         let args = [company_id.to_string(), uid.to_owned()];
-        self.one("appointment_by_calcom_uid", "appointments", query, args, rows::appointment)
-            .await
+        self.one(
+            "appointment_by_calcom_uid",
+            "appointments",
+            query,
+            args,
+            rows::appointment,
+        )
+        .await
     }
 
     async fn appointments(&self, company_id: CompanyId) -> StoreResult<Vec<Appointment>> {
@@ -388,8 +483,14 @@ impl StateStore for EmbeddedStore {
             rows::APPOINTMENT_COLS
         );
         let args = [company_id.to_string()];
-        self.many("appointments", "appointments", query, args, rows::appointment)
-            .await
+        self.many(
+            "appointments",
+            "appointments",
+            query,
+            args,
+            rows::appointment,
+        )
+        .await
     }
 
     async fn sync(&self) -> StoreResult<()> {
@@ -404,7 +505,6 @@ impl StateStore for EmbeddedStore {
         .await
     }
 }
-
 
 #[cfg(test)]
 #[path = "store_tests.rs"]

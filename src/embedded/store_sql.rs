@@ -346,7 +346,7 @@ pub(super) fn upsert_appointment(conn: &mut Connection, a: &Appointment) -> Res<
     let target = appointment_target(&tx, a)?;
     let id = match target {
         Some((_, _, version)) if version > a.version => return Ok(false),
-        Some(_) => a.id.to_string(),
+        Some((id, _, _)) => id,
         None => a.id.to_string(),
     };
     tx.prepare_cached(&format!(

@@ -87,16 +87,26 @@ async fn claims_purge_expired_keys_and_purge_expired_clears_the_rest() {
     let company = CompanyId::new();
     for i in 0..100 {
         let key = format!("k{i}");
-        store.dedup_claim(claim(company, &key, EventId::new(), 0)).await.unwrap();
+        store
+            .dedup_claim(claim(company, &key, EventId::new(), 0))
+            .await
+            .unwrap();
     }
     let count = |conn: &Connection| -> i64 {
-        conn.query_row("SELECT COUNT(*) FROM dedup", [], |r| r.get(0)).unwrap()
+        conn.query_row("SELECT COUNT(*) FROM dedup", [], |r| r.get(0))
+            .unwrap()
     };
     // All 100 expired at 10_000; one later claim deletes a bounded batch of them.
-    store.dedup_claim(claim(company, "fresh", EventId::new(), 20_000)).await.unwrap();
+    store
+        .dedup_claim(claim(company, "fresh", EventId::new(), 20_000))
+        .await
+        .unwrap();
     let left = count(&raw(dir.path()));
     assert_eq!(left, 100 - super::sql::PURGE_PER_CLAIM + 1);
-    assert_eq!(store.purge_expired(at(20_000)).await.unwrap(), (left - 1) as u64);
+    assert_eq!(
+        store.purge_expired(at(20_000)).await.unwrap(),
+        (left - 1) as u64
+    );
     assert_eq!(count(&raw(dir.path())), 1);
 }
 
@@ -132,7 +142,10 @@ async fn a_tombstone_without_start_time_round_trips() {
     assert!(store.upsert_appointment(&tombstone).await.unwrap());
     let older = appointment(company, Some("uid-t"), 4);
     assert!(!store.upsert_appointment(&older).await.unwrap());
-    let stored = store.appointment_by_calcom_uid(company, "uid-t").await.unwrap();
+    let stored = store
+        .appointment_by_calcom_uid(company, "uid-t")
+        .await
+        .unwrap();
     assert_eq!(stored, Some(tombstone));
 }
 
@@ -141,14 +154,17 @@ async fn a_corrupt_row_is_reported_with_its_table() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
     raw(dir.path())
-        .execute(
-            "INSERT INTO companies VALUES ('not-a-uuid', 'x', 0, 0)",
-            [],
-        )
+        .execute("INSERT INTO companies VALUES ('not-a-uuid', 'x', 0, 0)", [])
         .unwrap();
     let err = store.companies().await.unwrap_err();
     assert!(
-        matches!(err, StoreError::Corrupt { table: "companies", .. }),
+        matches!(
+            err,
+            StoreError::Corrupt {
+                table: "companies",
+                ..
+            }
+        ),
         "{err:?}"
     );
 }

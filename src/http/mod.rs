@@ -22,6 +22,7 @@ pub use error::ApiError;
 pub use ops::HttpMetrics;
 use tenants::{TenantAuth, TenantCache};
 
+use crate::app::Backends;
 use crate::config::Config;
 use crate::signature::SecretRef;
 
@@ -42,8 +43,7 @@ pub struct AppState {
 impl AppState {
     pub fn new(
         config: Arc<Config>,
-        store: Arc<dyn StateStore>,
-        log: Arc<dyn EventLog>,
+        backends: Backends,
         clock: Arc<dyn Clock>,
         ingress: IngressHandle,
         group: Option<ActorRef<GroupMsg>>,
@@ -52,10 +52,10 @@ impl AppState {
     ) -> Self {
         let ttl = Duration::from_millis(config.ingress.tenant_cache_ttl_ms);
         Self {
-            tenants: TenantCache::new(Arc::clone(&store), ttl),
+            tenants: TenantCache::new(Arc::clone(&backends.store), ttl),
             config,
-            store,
-            log,
+            store: backends.store,
+            log: backends.log,
             clock,
             ingress,
             group,
@@ -66,8 +66,13 @@ impl AppState {
 
     /// The tenant named in a URL, or 404.
     async fn tenant(&self, raw: &str) -> Result<Arc<TenantAuth>, ApiError> {
-        let not_found =
-            || ApiError::new(StatusCode::NOT_FOUND, "unknown_company", format!("unknown company {raw:?}"));
+        let not_found = || {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "unknown_company",
+                format!("unknown company {raw:?}"),
+            )
+        };
         let id: CompanyId = raw.parse().map_err(|_| not_found())?;
         if id == CompanyId::UNROUTED {
             return Err(not_found());
@@ -85,7 +90,10 @@ impl AppState {
         if value.is_empty() {
             return Vec::new();
         }
-        vec![SecretRef { id: "global", value }]
+        vec![SecretRef {
+            id: "global",
+            value,
+        }]
     }
 }
 
@@ -94,8 +102,14 @@ pub fn router(state: Arc<AppState>) -> Router {
     let limit = state.config.server.body_limit_bytes;
     Router::new()
         .route("/webhooks/retell", post(webhooks::retell_account))
-        .route("/webhooks/retell/{company_id}", post(webhooks::retell_for_company))
-        .route("/webhooks/calcom/{company_id}", post(webhooks::calcom_for_company))
+        .route(
+            "/webhooks/retell/{company_id}",
+            post(webhooks::retell_for_company),
+        )
+        .route(
+            "/webhooks/calcom/{company_id}",
+            post(webhooks::calcom_for_company),
+        )
         .route("/health", get(ops::health))
         .route("/metrics", get(ops::metrics))
         .layer(DefaultBodyLimit::max(limit))

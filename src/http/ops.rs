@@ -8,7 +8,9 @@ use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
+};
 use serde_json::{json, Value};
 
 use super::AppState;
@@ -24,7 +26,10 @@ impl HttpMetrics {
     pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
         let m = Self {
             webhook_total: IntCounterVec::new(
-                Opts::new("askproai_webhook_total", "webhooks received, by provider and outcome"),
+                Opts::new(
+                    "askproai_webhook_total",
+                    "webhooks received, by provider and outcome",
+                ),
                 &["provider", "outcome"],
             )?,
             ingress_seconds: HistogramVec::new(
@@ -51,7 +56,11 @@ pub async fn metrics(State(app): State<Arc<AppState>>) -> Response {
     if let Err(e) = encoder.encode(&app.registry.gather(), &mut buffer) {
         return (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response();
     }
-    ([(header::CONTENT_TYPE, encoder.format_type().to_owned())], buffer).into_response()
+    (
+        [(header::CONTENT_TYPE, encoder.format_type().to_owned())],
+        buffer,
+    )
+        .into_response()
 }
 
 /// `GET /health`: 200 when every component is healthy, else 503.

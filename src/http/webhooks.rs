@@ -63,12 +63,18 @@ async fn retell_company_inner(
             value: &s.value,
         })
         .collect();
-    let secrets = if own.is_empty() { app.global_retell() } else { own };
+    let secrets = if own.is_empty() {
+        app.global_retell()
+    } else {
+        own
+    };
     if secrets.is_empty() {
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "no_secret",
-            format!("company {company} has no Retell secret and no global Retell secret is configured"),
+            format!(
+                "company {company} has no Retell secret and no global Retell secret is configured"
+            ),
         ));
     }
     let secret_id = verify_retell(app, headers, &body, &secrets)?;
@@ -117,8 +123,13 @@ async fn retell_account_inner(
     let event = match payload::inspect_retell(&body) {
         Ok(event) => event,
         Err(error) => {
-            let admission =
-                rejected(Provider::Retell, CompanyId::UNROUTED, secret_id, &body, &error);
+            let admission = rejected(
+                Provider::Retell,
+                CompanyId::UNROUTED,
+                secret_id,
+                &body,
+                &error,
+            );
             return admit(app, admission, body, headers).await;
         }
     };
@@ -193,14 +204,10 @@ async fn calcom_inner(
     let header = headers
         .get("x-cal-signature-256")
         .and_then(|v| v.to_str().ok());
-    let secret_id = signature::verify_calcom(
-        header,
-        &body,
-        &secrets,
-        auth.company.allow_unsigned_calcom,
-    )
-    .map_err(|e| unauthorized(e.to_string()))?
-    .unwrap_or_else(|| "unsigned".to_owned());
+    let secret_id =
+        signature::verify_calcom(header, &body, &secrets, auth.company.allow_unsigned_calcom)
+            .map_err(|e| unauthorized(e.to_string()))?
+            .unwrap_or_else(|| "unsigned".to_owned());
     let company_id = auth.company.id;
     let admission = match payload::inspect_calcom(&body) {
         Ok(event) => Admission {

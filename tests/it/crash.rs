@@ -13,7 +13,11 @@ use tokio::sync::Mutex;
 use crate::harness::*;
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn spawn_server(dir: &Path, port: u16) -> Child {
@@ -45,7 +49,14 @@ async fn kill_mid_flight_then_restart_processes_every_ack_exactly_once() {
     let store: Arc<dyn StateStore> = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
     let mut tenants = Vec::new();
     for i in 0..5 {
-        tenants.push(tenant(store.as_ref(), &format!("crash{i}"), &format!("+4930123460{i}")).await);
+        tenants.push(
+            tenant(
+                store.as_ref(),
+                &format!("crash{i}"),
+                &format!("+4930123460{i}"),
+            )
+            .await,
+        );
     }
     let port = free_port();
     let mut child = spawn_server(dir.path(), port);
@@ -63,9 +74,13 @@ async fn kill_mid_flight_then_restart_processes_every_ack_exactly_once() {
                 let t = &tenants[(worker + i) % tenants.len()];
                 let call_id = format!("call_crash_{worker}_{i}");
                 let body = retell_body("call_ended", &call_id, &t.phone);
-                let signature = askpro::signature::sign_retell(&t.retell_secret, body.as_bytes(), now_ms());
+                let signature =
+                    askpro::signature::sign_retell(&t.retell_secret, body.as_bytes(), now_ms());
                 let sent = client
-                    .post(format!("http://127.0.0.1:{port}/webhooks/retell/{}", t.company))
+                    .post(format!(
+                        "http://127.0.0.1:{port}/webhooks/retell/{}",
+                        t.company
+                    ))
                     .header("x-retell-signature", signature)
                     .body(body)
                     .send()
@@ -105,19 +120,34 @@ async fn kill_mid_flight_then_restart_processes_every_ack_exactly_once() {
                 .filter(|e| e.dedup_key == key && e.status == EventStatus::Processed)
                 .count();
             assert_eq!(processed, 1, "{call_id} must be processed exactly once");
-            assert!(store.call(t.company, call_id).await.unwrap().is_some(), "{call_id} lost");
+            assert!(
+                store.call(t.company, call_id).await.unwrap().is_some(),
+                "{call_id} lost"
+            );
         }
     }
 
     // Graceful stop: SIGTERM → exit 0, and every partition committed up to its end.
-    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
-    let exit = tokio::task::spawn_blocking(move || child.wait().unwrap()).await.unwrap();
+    let exit = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
     assert_eq!(exit.code(), Some(0), "graceful shutdown exits 0");
     let log = EmbeddedLog::open(dir.path(), 4).unwrap();
     for partition in 0..4 {
         let end = log.end_offset(partition).await.unwrap();
-        let committed = log.committed("askpro", partition).await.unwrap().unwrap_or(0);
-        assert_eq!(committed, end, "partition {partition} fully committed on shutdown");
+        let committed = log
+            .committed("askpro", partition)
+            .await
+            .unwrap()
+            .unwrap_or(0);
+        assert_eq!(
+            committed, end,
+            "partition {partition} fully committed on shutdown"
+        );
     }
 }

@@ -52,10 +52,17 @@ impl TestServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut config = test_config(dir.path());
         tweak(&mut config);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let shutdown = CancellationToken::new();
-        let handle = tokio::spawn(askpro::app::run(listener, config, shutdown.clone(), options));
+        let handle = tokio::spawn(askpro::app::run(
+            listener,
+            config,
+            shutdown.clone(),
+            options,
+        ));
         let store: Arc<dyn StateStore> =
             Arc::new(EmbeddedStore::open(dir.path()).expect("open store beside the server"));
         let server = Self {
@@ -79,9 +86,7 @@ impl TestServer {
         let url = self.url("/health");
         eventually("server healthy", || {
             let (client, url) = (client.clone(), url.clone());
-            async move {
-                matches!(client.get(&url).send().await, Ok(r) if r.status() == 200)
-            }
+            async move { matches!(client.get(&url).send().await, Ok(r) if r.status() == 200) }
         })
         .await;
     }
@@ -93,19 +98,42 @@ impl TestServer {
         (result, self.dir)
     }
 
-    pub async fn post_retell(&self, company: CompanyId, body: &str, secret: &str) -> reqwest::Response {
+    pub async fn post_retell(
+        &self,
+        company: CompanyId,
+        body: &str,
+        secret: &str,
+    ) -> reqwest::Response {
         let signature = sign_retell(secret, body.as_bytes(), now_ms());
-        self.post_raw(&format!("/webhooks/retell/{company}"), body, Some(("x-retell-signature", &signature)))
-            .await
+        self.post_raw(
+            &format!("/webhooks/retell/{company}"),
+            body,
+            Some(("x-retell-signature", &signature)),
+        )
+        .await
     }
 
-    pub async fn post_calcom(&self, company: CompanyId, body: &str, secret: &str) -> reqwest::Response {
+    pub async fn post_calcom(
+        &self,
+        company: CompanyId,
+        body: &str,
+        secret: &str,
+    ) -> reqwest::Response {
         let signature = sign_calcom(secret, body.as_bytes());
-        self.post_raw(&format!("/webhooks/calcom/{company}"), body, Some(("x-cal-signature-256", &signature)))
-            .await
+        self.post_raw(
+            &format!("/webhooks/calcom/{company}"),
+            body,
+            Some(("x-cal-signature-256", &signature)),
+        )
+        .await
     }
 
-    pub async fn post_raw(&self, path: &str, body: &str, header: Option<(&str, &str)>) -> reqwest::Response {
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        body: &str,
+        header: Option<(&str, &str)>,
+    ) -> reqwest::Response {
         let mut request = self
             .client
             .post(self.url(path))
@@ -140,7 +168,11 @@ impl TestServer {
     }
 }
 
-pub async fn settled_events(store: &dyn StateStore, company: CompanyId, count: usize) -> Vec<EventRow> {
+pub async fn settled_events(
+    store: &dyn StateStore,
+    company: CompanyId,
+    count: usize,
+) -> Vec<EventRow> {
     let mut last = Vec::new();
     for _ in 0..1500 {
         last = store.events(company, None, 10_000).await.expect("events");
@@ -152,7 +184,9 @@ pub async fn settled_events(store: &dyn StateStore, company: CompanyId, count: u
     panic!(
         "expected {count} settled events for {company}, have {}: {:?}",
         last.len(),
-        last.iter().map(|e| (e.status, e.error.clone())).collect::<Vec<_>>()
+        last.iter()
+            .map(|e| (e.status, e.error.clone()))
+            .collect::<Vec<_>>()
     );
 }
 
@@ -191,7 +225,10 @@ pub async fn tenant(store: &dyn StateStore, name: &str, phone_e164: &str) -> Ten
         allow_unsigned_calcom: false,
         created_at: chrono::Utc::now(),
     };
-    store.create_company(&company).await.expect("create company");
+    store
+        .create_company(&company)
+        .await
+        .expect("create company");
     let branch = Branch {
         id: BranchId::new(),
         company_id: company.id,
@@ -203,8 +240,22 @@ pub async fn tenant(store: &dyn StateStore, name: &str, phone_e164: &str) -> Ten
     store.create_branch(&branch).await.expect("create branch");
     let retell_secret = format!("key_{}", uuid::Uuid::now_v7().simple());
     let calcom_secret = format!("whsec_{}", uuid::Uuid::now_v7().simple());
-    add_secret(store, company.id, Provider::Retell, "sec_retell_1", &retell_secret).await;
-    add_secret(store, company.id, Provider::Calcom, "sec_calcom_1", &calcom_secret).await;
+    add_secret(
+        store,
+        company.id,
+        Provider::Retell,
+        "sec_retell_1",
+        &retell_secret,
+    )
+    .await;
+    add_secret(
+        store,
+        company.id,
+        Provider::Calcom,
+        "sec_calcom_1",
+        &calcom_secret,
+    )
+    .await;
     Tenant {
         company: company.id,
         branch: branch.id,
@@ -214,7 +265,13 @@ pub async fn tenant(store: &dyn StateStore, name: &str, phone_e164: &str) -> Ten
     }
 }
 
-pub async fn add_secret(store: &dyn StateStore, company: CompanyId, provider: Provider, id: &str, value: &str) {
+pub async fn add_secret(
+    store: &dyn StateStore,
+    company: CompanyId,
+    provider: Provider,
+    id: &str,
+    value: &str,
+) {
     let secret = Secret {
         company_id: company,
         provider,

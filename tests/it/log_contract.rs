@@ -55,7 +55,10 @@ fn bodies(records: &[StoredRecord]) -> Vec<String> {
 }
 
 fn assert_same(stored: &StoredRecord, sent: &LogRecord, position: LogPosition) {
-    assert_eq!((stored.partition, stored.offset), (position.partition, position.offset));
+    assert_eq!(
+        (stored.partition, stored.offset),
+        (position.partition, position.offset)
+    );
     assert_eq!(stored.meta, sent.meta);
     assert_eq!(stored.value, sent.value);
 }
@@ -70,21 +73,37 @@ pub async fn append_places_records_by_partition_for(log: &dyn EventLog) {
     }
     // Two records per tenant, interleaved, in one batch.
     let batch: Vec<LogRecord> = (0..2)
-        .flat_map(|round| tenants.iter().map(move |t| accepted(*t, &format!("{t}/{round}"))))
+        .flat_map(|round| {
+            tenants
+                .iter()
+                .map(move |t| accepted(*t, &format!("{t}/{round}")))
+        })
         .collect();
     let keys: Vec<String> = batch.iter().map(LogRecord::key).collect();
     let positions = log.append(batch).await.unwrap();
-    assert_eq!(positions.len(), keys.len(), "one position per record, in input order");
+    assert_eq!(
+        positions.len(),
+        keys.len(),
+        "one position per record, in input order"
+    );
 
     let mut next = start.clone();
     for (key, pos) in keys.iter().zip(&positions) {
-        assert_eq!(pos.partition, partition_for(key.as_bytes(), log.partitions()), "{key}");
+        assert_eq!(
+            pos.partition,
+            partition_for(key.as_bytes(), log.partitions()),
+            "{key}"
+        );
         let expected = next.get_mut(&pos.partition).unwrap();
         assert_eq!(pos.offset, *expected, "offsets are dense, in input order");
         *expected += 1;
     }
     for (p, end) in next {
-        assert_eq!(log.end_offset(p).await.unwrap(), end, "end offset of partition {p}");
+        assert_eq!(
+            log.end_offset(p).await.unwrap(),
+            end,
+            "end offset of partition {p}"
+        );
     }
 }
 
@@ -95,11 +114,16 @@ pub async fn a_tenant_keeps_its_order(log: &dyn EventLog) {
     let mut sent = Vec::new();
     let mut positions = Vec::new();
     for batch in 0..3 {
-        let records: Vec<LogRecord> = (0..3).map(|i| accepted(tenant, &format!("{batch}.{i}"))).collect();
+        let records: Vec<LogRecord> = (0..3)
+            .map(|i| accepted(tenant, &format!("{batch}.{i}")))
+            .collect();
         positions.extend(log.append(records.clone()).await.unwrap());
         sent.extend(records);
     }
-    let fetched = log.fetch(p, start, 100, Duration::from_secs(1)).await.unwrap();
+    let fetched = log
+        .fetch(p, start, 100, Duration::from_secs(1))
+        .await
+        .unwrap();
     assert_eq!(fetched.len(), sent.len());
     for ((stored, record), pos) in fetched.iter().zip(&sent).zip(&positions) {
         assert_same(stored, record, *pos);
@@ -114,11 +138,22 @@ pub async fn headers_round_trip_every_disposition(log: &dyn EventLog) {
     let start = log.end_offset(p).await.unwrap();
     let sent = vec![
         record(tenant, "a", Disposition::Accept),
-        record(tenant, "r", Disposition::Rejected("body is not json".into())),
-        record(tenant, "u", Disposition::Unrouted("no branch for +4930".into())),
+        record(
+            tenant,
+            "r",
+            Disposition::Rejected("body is not json".into()),
+        ),
+        record(
+            tenant,
+            "u",
+            Disposition::Unrouted("no branch for +4930".into()),
+        ),
     ];
     let positions = log.append(sent.clone()).await.unwrap();
-    let fetched = log.fetch(p, start, 10, Duration::from_secs(1)).await.unwrap();
+    let fetched = log
+        .fetch(p, start, 10, Duration::from_secs(1))
+        .await
+        .unwrap();
     assert_eq!(fetched.len(), 3);
     for ((stored, record), pos) in fetched.iter().zip(&sent).zip(positions) {
         assert_same(stored, record, pos);
@@ -132,12 +167,24 @@ pub async fn fetch_from_an_offset_respects_max(log: &dyn EventLog) {
     let records: Vec<LogRecord> = (0..10).map(|i| accepted(tenant, &i.to_string())).collect();
     log.append(records).await.unwrap();
 
-    let middle = log.fetch(p, start + 4, 3, Duration::from_secs(1)).await.unwrap();
+    let middle = log
+        .fetch(p, start + 4, 3, Duration::from_secs(1))
+        .await
+        .unwrap();
     assert_eq!(bodies(&middle), ["4", "5", "6"]);
-    assert_eq!(middle.iter().map(|r| r.offset).collect::<Vec<_>>(), [start + 4, start + 5, start + 6]);
-    let tail = log.fetch(p, start + 8, 100, Duration::from_secs(1)).await.unwrap();
+    assert_eq!(
+        middle.iter().map(|r| r.offset).collect::<Vec<_>>(),
+        [start + 4, start + 5, start + 6]
+    );
+    let tail = log
+        .fetch(p, start + 8, 100, Duration::from_secs(1))
+        .await
+        .unwrap();
     assert_eq!(bodies(&tail), ["8", "9"]);
-    let past_end = log.fetch(p, start + 10, 100, Duration::from_millis(100)).await.unwrap();
+    let past_end = log
+        .fetch(p, start + 10, 100, Duration::from_millis(100))
+        .await
+        .unwrap();
     assert!(past_end.is_empty(), "{:?}", bodies(&past_end));
 }
 
@@ -155,7 +202,11 @@ pub async fn fetch_waits_for_an_append(log: &dyn EventLog) {
     let fetched = fetched.unwrap();
     assert_eq!(bodies(&fetched), ["late"]);
     assert_eq!(fetched[0].offset, positions[0].offset);
-    assert!(started.elapsed() < Duration::from_secs(5), "woke after {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "woke after {:?}",
+        started.elapsed()
+    );
 }
 
 pub async fn commit_and_committed(log: &dyn EventLog) {
@@ -164,9 +215,17 @@ pub async fn commit_and_committed(log: &dyn EventLog) {
     assert_eq!(log.committed(&group, 0).await.unwrap(), None);
     log.commit(&group, 0, 5).await.unwrap();
     assert_eq!(log.committed(&group, 0).await.unwrap(), Some(5));
-    assert_eq!(log.committed(&other, 0).await.unwrap(), None, "groups are independent");
+    assert_eq!(
+        log.committed(&other, 0).await.unwrap(),
+        None,
+        "groups are independent"
+    );
     if log.partitions() > 1 {
-        assert_eq!(log.committed(&group, 1).await.unwrap(), None, "partitions are independent");
+        assert_eq!(
+            log.committed(&group, 1).await.unwrap(),
+            None,
+            "partitions are independent"
+        );
     }
     log.commit(&group, 0, 9).await.unwrap();
     assert_eq!(log.committed(&group, 0).await.unwrap(), Some(9));
@@ -209,14 +268,23 @@ where
     let log = reopen().await;
     assert_eq!(log.end_offset(p).await.unwrap(), start + 4);
     assert_eq!(log.committed(&group, p).await.unwrap(), Some(start + 2));
-    let fetched = log.fetch(p, start, 10, Duration::from_secs(1)).await.unwrap();
+    let fetched = log
+        .fetch(p, start, 10, Duration::from_secs(1))
+        .await
+        .unwrap();
     assert_eq!(fetched.len(), 4);
     for ((stored, record), pos) in fetched.iter().zip(&sent).zip(positions) {
         assert_same(stored, record, pos);
     }
     // Appends continue densely after the restart.
     let next = log.append(vec![accepted(tenant, "after")]).await.unwrap();
-    assert_eq!(next[0], LogPosition { partition: p, offset: start + 4 });
+    assert_eq!(
+        next[0],
+        LogPosition {
+            partition: p,
+            offset: start + 4
+        }
+    );
 }
 
 // ---- runners -----------------------------------------------------------------------------

@@ -1,9 +1,9 @@
 //! AskPro's integration suite: one test binary (modules below), real HTTP over loopback.
-mod signature_sdk;
-mod payload_fixtures;
-mod store_contract;
-mod log_contract;
+mod crash;
 mod harness;
 mod ingress;
+mod log_contract;
+mod payload_fixtures;
+mod signature_sdk;
+mod store_contract;
 mod supervision;
-mod crash;

@@ -161,7 +161,10 @@ pub async fn phone_index_conflict_and_resolve(store: &dyn StateStore) {
         company_id: a.id,
         branch_id: owner.id,
     };
-    assert_eq!(store.resolve_phone(&owner.phone).await.unwrap(), Some(route));
+    assert_eq!(
+        store.resolve_phone(&owner.phone).await.unwrap(),
+        Some(route)
+    );
 
     let thief = branch(b.id, &owner.phone);
     let err = store.create_branch(&thief).await.unwrap_err();
@@ -171,14 +174,20 @@ pub async fn phone_index_conflict_and_resolve(store: &dyn StateStore) {
     assert!(message.contains(&owner.phone), "{message}");
     // Atomic: the refused branch was not created, and the number still routes to its owner.
     assert_eq!(store.branch(b.id, thief.id).await.unwrap(), None);
-    assert_eq!(store.resolve_phone(&owner.phone).await.unwrap(), Some(route));
+    assert_eq!(
+        store.resolve_phone(&owner.phone).await.unwrap(),
+        Some(route)
+    );
 
     let second = branch(b.id, "+493087654321");
     store.create_branch(&second).await.unwrap();
     let second_route = store.resolve_phone(&second.phone).await.unwrap();
     assert_eq!(second_route.map(|r| r.branch_id), Some(second.id));
     assert_eq!(store.resolve_phone("+4900000000").await.unwrap(), None);
-    assert_eq!(store.branch(a.id, owner.id).await.unwrap(), Some(owner.clone()));
+    assert_eq!(
+        store.branch(a.id, owner.id).await.unwrap(),
+        Some(owner.clone())
+    );
     assert_eq!(store.branches(a.id).await.unwrap(), vec![owner]);
 }
 
@@ -193,11 +202,23 @@ pub async fn secrets_add_list_remove(store: &dyn StateStore) {
     let mut retell = store.secrets(a.id, Provider::Retell).await.unwrap();
     retell.sort_by(|x, y| x.id.cmp(&y.id));
     assert_eq!(retell, vec![new.clone(), old.clone()]);
-    assert_eq!(store.secrets(a.id, Provider::Calcom).await.unwrap(), vec![calcom]);
+    assert_eq!(
+        store.secrets(a.id, Provider::Calcom).await.unwrap(),
+        vec![calcom]
+    );
 
-    assert!(store.remove_secret(a.id, Provider::Retell, "old").await.unwrap());
-    assert!(!store.remove_secret(a.id, Provider::Retell, "old").await.unwrap());
-    assert_eq!(store.secrets(a.id, Provider::Retell).await.unwrap(), vec![new]);
+    assert!(store
+        .remove_secret(a.id, Provider::Retell, "old")
+        .await
+        .unwrap());
+    assert!(!store
+        .remove_secret(a.id, Provider::Retell, "old")
+        .await
+        .unwrap());
+    assert_eq!(
+        store.secrets(a.id, Provider::Retell).await.unwrap(),
+        vec![new]
+    );
 }
 
 // ---- tenant isolation --------------------------------------------------------------------
@@ -207,10 +228,19 @@ pub async fn tenants_are_isolated(store: &dyn StateStore) {
     let b = tenant(store, "Bolt").await;
     let a_branch = branch(a.id, "+493012345678");
     store.create_branch(&a_branch).await.unwrap();
-    store.add_secret(&secret(a.id, Provider::Retell, "a-secret")).await.unwrap();
-    store.add_secret(&secret(b.id, Provider::Retell, "b-secret")).await.unwrap();
+    store
+        .add_secret(&secret(a.id, Provider::Retell, "a-secret"))
+        .await
+        .unwrap();
+    store
+        .add_secret(&secret(b.id, Provider::Retell, "b-secret"))
+        .await
+        .unwrap();
     let a_event = event(a.id, 0);
-    store.record_events(std::slice::from_ref(&a_event)).await.unwrap();
+    store
+        .record_events(std::slice::from_ref(&a_event))
+        .await
+        .unwrap();
     let a_call = call(a.id, "call_a", 1);
     assert!(store.upsert_call(&a_call).await.unwrap());
     let a_appt = appointment(a.id, Some("uid-a"), 1);
@@ -221,7 +251,11 @@ pub async fn tenants_are_isolated(store: &dyn StateStore) {
     assert!(store.event(a.id, a_event.id).await.unwrap().is_some());
     assert_eq!(store.events(a.id, None, 10).await.unwrap().len(), 1);
     assert!(store.call(a.id, "call_a").await.unwrap().is_some());
-    assert!(store.appointment_by_calcom_uid(a.id, "uid-a").await.unwrap().is_some());
+    assert!(store
+        .appointment_by_calcom_uid(a.id, "uid-a")
+        .await
+        .unwrap()
+        .is_some());
     assert_eq!(store.appointments(a.id).await.unwrap().len(), 1);
 
     // ...and B sees none of them, even by id.
@@ -230,19 +264,37 @@ pub async fn tenants_are_isolated(store: &dyn StateStore) {
     assert_eq!(store.event(b.id, a_event.id).await.unwrap(), None);
     assert!(store.events(b.id, None, 10).await.unwrap().is_empty());
     assert_eq!(store.call(b.id, "call_a").await.unwrap(), None);
-    assert_eq!(store.appointment_by_calcom_uid(b.id, "uid-a").await.unwrap(), None);
+    assert_eq!(
+        store
+            .appointment_by_calcom_uid(b.id, "uid-a")
+            .await
+            .unwrap(),
+        None
+    );
     assert!(store.appointments(b.id).await.unwrap().is_empty());
     let b_secrets = store.secrets(b.id, Provider::Retell).await.unwrap();
     let ids: Vec<&str> = b_secrets.iter().map(|s| s.id.as_str()).collect();
     assert_eq!(ids, ["b-secret"]);
-    assert!(!store.remove_secret(b.id, Provider::Retell, "a-secret").await.unwrap());
-    assert_eq!(store.secrets(a.id, Provider::Retell).await.unwrap().len(), 1);
+    assert!(!store
+        .remove_secret(b.id, Provider::Retell, "a-secret")
+        .await
+        .unwrap());
+    assert_eq!(
+        store.secrets(a.id, Provider::Retell).await.unwrap().len(),
+        1
+    );
 
     // The same dedup key is independent per tenant.
     let key = "retell:call_ended:call_a";
-    let a_claim = store.dedup_claim(claim(a.id, key, EventId::new(), 0)).await.unwrap();
+    let a_claim = store
+        .dedup_claim(claim(a.id, key, EventId::new(), 0))
+        .await
+        .unwrap();
     assert_eq!(a_claim, DedupClaim::Claimed);
-    let b_claim = store.dedup_claim(claim(b.id, key, EventId::new(), 0)).await.unwrap();
+    let b_claim = store
+        .dedup_claim(claim(b.id, key, EventId::new(), 0))
+        .await
+        .unwrap();
     assert_eq!(b_claim, DedupClaim::Claimed);
 
     // The same call id in B is B's own row and leaves A's untouched.
@@ -257,15 +309,24 @@ pub async fn record_events_does_not_reset_status(store: &dyn StateStore) {
     let a = tenant(store, "Acme").await;
     let first = event(a.id, 0);
     let second = event(a.id, 1);
-    store.record_events(&[first.clone(), second.clone()]).await.unwrap();
-    assert_eq!(store.event(a.id, first.id).await.unwrap(), Some(first.clone()));
+    store
+        .record_events(&[first.clone(), second.clone()])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.event(a.id, first.id).await.unwrap(),
+        Some(first.clone())
+    );
 
     store
         .set_event_status(a.id, first.id, EventStatus::Failed, 3, Some("boom"), at(50))
         .await
         .unwrap();
     // A redelivery records the same rows again, with the initial status.
-    store.record_events(&[first.clone(), second.clone()]).await.unwrap();
+    store
+        .record_events(&[first.clone(), second.clone()])
+        .await
+        .unwrap();
     let stored = store.event(a.id, first.id).await.unwrap().unwrap();
     assert_eq!(stored.status, EventStatus::Failed);
     assert_eq!(stored.attempts, 3);
@@ -279,13 +340,19 @@ pub async fn find_event_through_the_pointer_table(store: &dyn StateStore) {
     let b = tenant(store, "Bolt").await;
     let a_event = event(a.id, 0);
     let b_event = event(b.id, 0);
-    store.record_events(&[a_event.clone(), b_event.clone()]).await.unwrap();
+    store
+        .record_events(&[a_event.clone(), b_event.clone()])
+        .await
+        .unwrap();
     assert_eq!(store.find_event(a_event.id).await.unwrap(), Some(a_event));
     assert_eq!(store.find_event(b_event.id).await.unwrap(), Some(b_event));
     assert_eq!(store.find_event(EventId::new()).await.unwrap(), None);
     // The quarantine tenant has no companies row and is still found.
     let unrouted = event(CompanyId::UNROUTED, 5);
-    store.record_events(std::slice::from_ref(&unrouted)).await.unwrap();
+    store
+        .record_events(std::slice::from_ref(&unrouted))
+        .await
+        .unwrap();
     assert_eq!(store.find_event(unrouted.id).await.unwrap(), Some(unrouted));
 }
 
@@ -309,11 +376,23 @@ pub async fn events_newest_first_with_status_filter(store: &dyn StateStore) {
         .collect();
     assert_eq!(newest, [at(40), at(30), at(20), at(10)]);
     let limited = store.events(a.id, None, 2).await.unwrap();
-    assert_eq!(limited.iter().map(|e| e.id).collect::<Vec<_>>(), [rows[3].id, rows[0].id]);
-    let only_failed = store.events(a.id, Some(EventStatus::Failed), 10).await.unwrap();
-    assert_eq!(only_failed.iter().map(|e| e.id).collect::<Vec<_>>(), [rows[3].id, rows[1].id]);
+    assert_eq!(
+        limited.iter().map(|e| e.id).collect::<Vec<_>>(),
+        [rows[3].id, rows[0].id]
+    );
+    let only_failed = store
+        .events(a.id, Some(EventStatus::Failed), 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        only_failed.iter().map(|e| e.id).collect::<Vec<_>>(),
+        [rows[3].id, rows[1].id]
+    );
     assert!(only_failed.iter().all(|e| e.status == EventStatus::Failed));
-    let received = store.events(a.id, Some(EventStatus::Received), 10).await.unwrap();
+    let received = store
+        .events(a.id, Some(EventStatus::Received), 10)
+        .await
+        .unwrap();
     assert_eq!(received.len(), 2);
 }
 
@@ -322,16 +401,32 @@ pub async fn events_newest_first_with_status_filter(store: &dyn StateStore) {
 pub async fn dedup_claim_then_complete(store: &dyn StateStore) {
     let a = tenant(store, "Acme").await;
     let (first, second) = (EventId::new(), EventId::new());
-    assert_eq!(store.dedup_claim(claim(a.id, "k", first, 0)).await.unwrap(), DedupClaim::Claimed);
+    assert_eq!(
+        store.dedup_claim(claim(a.id, "k", first, 0)).await.unwrap(),
+        DedupClaim::Claimed
+    );
     let entry = store.dedup_entry(a.id, "k", at(1)).await.unwrap().unwrap();
     assert_eq!((entry.holder, entry.completed), (first, false));
-    assert_eq!((entry.lease_until, entry.expires_at), (at(1_000), at(10_000)));
+    assert_eq!(
+        (entry.lease_until, entry.expires_at),
+        (at(1_000), at(10_000))
+    );
 
     store.dedup_complete(a.id, "k", first).await.unwrap();
-    assert!(store.dedup_entry(a.id, "k", at(2)).await.unwrap().unwrap().completed);
+    assert!(
+        store
+            .dedup_entry(a.id, "k", at(2))
+            .await
+            .unwrap()
+            .unwrap()
+            .completed
+    );
     // Completed wins over everything inside the window, lease or no lease.
     for (holder, now) in [(second, 3), (second, 5_000), (first, 5_000)] {
-        let got = store.dedup_claim(claim(a.id, "k", holder, now)).await.unwrap();
+        let got = store
+            .dedup_claim(claim(a.id, "k", holder, now))
+            .await
+            .unwrap();
         assert_eq!(got, DedupClaim::Completed { holder: first });
     }
 }
@@ -340,7 +435,10 @@ pub async fn dedup_second_holder_sees_in_flight(store: &dyn StateStore) {
     let a = tenant(store, "Acme").await;
     let (first, second) = (EventId::new(), EventId::new());
     store.dedup_claim(claim(a.id, "k", first, 0)).await.unwrap();
-    let got = store.dedup_claim(claim(a.id, "k", second, 999)).await.unwrap();
+    let got = store
+        .dedup_claim(claim(a.id, "k", second, 999))
+        .await
+        .unwrap();
     assert_eq!(
         got,
         DedupClaim::InFlight {
@@ -349,7 +447,15 @@ pub async fn dedup_second_holder_sees_in_flight(store: &dyn StateStore) {
         }
     );
     // The refused claim changed nothing.
-    assert_eq!(store.dedup_entry(a.id, "k", at(999)).await.unwrap().unwrap().holder, first);
+    assert_eq!(
+        store
+            .dedup_entry(a.id, "k", at(999))
+            .await
+            .unwrap()
+            .unwrap()
+            .holder,
+        first
+    );
 }
 
 pub async fn dedup_expired_lease_is_taken_over(store: &dyn StateStore) {
@@ -357,11 +463,21 @@ pub async fn dedup_expired_lease_is_taken_over(store: &dyn StateStore) {
     let (first, second) = (EventId::new(), EventId::new());
     store.dedup_claim(claim(a.id, "k", first, 0)).await.unwrap();
     // lease_until <= now: the first holder is presumed dead.
-    let got = store.dedup_claim(claim(a.id, "k", second, 1_000)).await.unwrap();
+    let got = store
+        .dedup_claim(claim(a.id, "k", second, 1_000))
+        .await
+        .unwrap();
     assert_eq!(got, DedupClaim::Claimed);
-    let entry = store.dedup_entry(a.id, "k", at(1_000)).await.unwrap().unwrap();
+    let entry = store
+        .dedup_entry(a.id, "k", at(1_000))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!((entry.holder, entry.lease_until), (second, at(2_000)));
-    let back = store.dedup_claim(claim(a.id, "k", first, 1_500)).await.unwrap();
+    let back = store
+        .dedup_claim(claim(a.id, "k", first, 1_500))
+        .await
+        .unwrap();
     assert_eq!(
         back,
         DedupClaim::InFlight {
@@ -374,24 +490,51 @@ pub async fn dedup_expired_lease_is_taken_over(store: &dyn StateStore) {
 pub async fn dedup_same_holder_reclaims(store: &dyn StateStore) {
     let a = tenant(store, "Acme").await;
     let (holder, other) = (EventId::new(), EventId::new());
-    store.dedup_claim(claim(a.id, "k", holder, 0)).await.unwrap();
+    store
+        .dedup_claim(claim(a.id, "k", holder, 0))
+        .await
+        .unwrap();
     // A redelivery of the same event, inside its own lease.
-    let got = store.dedup_claim(claim(a.id, "k", holder, 500)).await.unwrap();
+    let got = store
+        .dedup_claim(claim(a.id, "k", holder, 500))
+        .await
+        .unwrap();
     assert_eq!(got, DedupClaim::Claimed);
-    let entry = store.dedup_entry(a.id, "k", at(500)).await.unwrap().unwrap();
+    let entry = store
+        .dedup_entry(a.id, "k", at(500))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!((entry.holder, entry.lease_until), (holder, at(1_500)));
     // The renewed lease blocks others past the original one.
-    let blocked = store.dedup_claim(claim(a.id, "k", other, 1_200)).await.unwrap();
-    assert!(matches!(blocked, DedupClaim::InFlight { .. }), "{blocked:?}");
+    let blocked = store
+        .dedup_claim(claim(a.id, "k", other, 1_200))
+        .await
+        .unwrap();
+    assert!(
+        matches!(blocked, DedupClaim::InFlight { .. }),
+        "{blocked:?}"
+    );
 }
 
 pub async fn dedup_release_frees_the_key(store: &dyn StateStore) {
     let a = tenant(store, "Acme").await;
     let (holder, other) = (EventId::new(), EventId::new());
-    store.dedup_claim(claim(a.id, "k", holder, 0)).await.unwrap();
+    store
+        .dedup_claim(claim(a.id, "k", holder, 0))
+        .await
+        .unwrap();
     // Only the holder can release.
     store.dedup_release(a.id, "k", other).await.unwrap();
-    assert_eq!(store.dedup_entry(a.id, "k", at(1)).await.unwrap().unwrap().holder, holder);
+    assert_eq!(
+        store
+            .dedup_entry(a.id, "k", at(1))
+            .await
+            .unwrap()
+            .unwrap()
+            .holder,
+        holder
+    );
     store.dedup_release(a.id, "k", holder).await.unwrap();
     assert_eq!(store.dedup_entry(a.id, "k", at(1)).await.unwrap(), None);
     let got = store.dedup_claim(claim(a.id, "k", other, 2)).await.unwrap();
@@ -409,12 +552,26 @@ pub async fn dedup_key_is_forgotten_after_its_window(store: &dyn StateStore) {
     let (first, later) = (EventId::new(), EventId::new());
     store.dedup_claim(claim(a.id, "k", first, 0)).await.unwrap();
     store.dedup_complete(a.id, "k", first).await.unwrap();
-    assert!(store.dedup_entry(a.id, "k", at(9_999)).await.unwrap().is_some());
+    assert!(store
+        .dedup_entry(a.id, "k", at(9_999))
+        .await
+        .unwrap()
+        .is_some());
     // expires_at <= now: gone.
-    assert_eq!(store.dedup_entry(a.id, "k", at(10_000)).await.unwrap(), None);
-    let got = store.dedup_claim(claim(a.id, "k", later, 10_000)).await.unwrap();
+    assert_eq!(
+        store.dedup_entry(a.id, "k", at(10_000)).await.unwrap(),
+        None
+    );
+    let got = store
+        .dedup_claim(claim(a.id, "k", later, 10_000))
+        .await
+        .unwrap();
     assert_eq!(got, DedupClaim::Claimed);
-    let entry = store.dedup_entry(a.id, "k", at(10_001)).await.unwrap().unwrap();
+    let entry = store
+        .dedup_entry(a.id, "k", at(10_001))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!((entry.holder, entry.completed), (later, false));
     assert_eq!(entry.expires_at, at(20_000));
 }
@@ -428,18 +585,27 @@ pub async fn upsert_call_is_order_tolerant(store: &dyn StateStore) {
     assert_eq!(store.call(a.id, "call_1").await.unwrap(), Some(v2.clone()));
 
     let v1 = call(a.id, "call_1", 1);
-    assert!(!store.upsert_call(&v1).await.unwrap(), "older version must not apply");
+    assert!(
+        !store.upsert_call(&v1).await.unwrap(),
+        "older version must not apply"
+    );
     assert_eq!(store.call(a.id, "call_1").await.unwrap(), Some(v2.clone()));
 
     let mut replay = v2.clone();
     replay.summary = Some("replayed".into());
-    assert!(store.upsert_call(&replay).await.unwrap(), "equal version re-applies");
+    assert!(
+        store.upsert_call(&replay).await.unwrap(),
+        "equal version re-applies"
+    );
     assert_eq!(store.call(a.id, "call_1").await.unwrap(), Some(replay));
 
     let mut v3 = call(a.id, "call_1", 3);
     v3.from_number = None;
     v3.end_at = None;
-    assert!(store.upsert_call(&v3).await.unwrap(), "newer version applies");
+    assert!(
+        store.upsert_call(&v3).await.unwrap(),
+        "newer version applies"
+    );
     assert_eq!(store.call(a.id, "call_1").await.unwrap(), Some(v3));
 }
 
@@ -447,23 +613,54 @@ pub async fn upsert_appointment_is_order_tolerant(store: &dyn StateStore) {
     let a = tenant(store, "Acme").await;
     let v2 = appointment(a.id, Some("uid-1"), 2);
     assert!(store.upsert_appointment(&v2).await.unwrap());
-    assert_eq!(store.appointment_by_calcom_uid(a.id, "uid-1").await.unwrap(), Some(v2.clone()));
+    assert_eq!(
+        store
+            .appointment_by_calcom_uid(a.id, "uid-1")
+            .await
+            .unwrap(),
+        Some(v2.clone())
+    );
 
     // Rows built from other webhooks carry other ids; the uid is the key.
     let v1 = appointment(a.id, Some("uid-1"), 1);
-    assert!(!store.upsert_appointment(&v1).await.unwrap(), "older version must not apply");
-    assert_eq!(store.appointment_by_calcom_uid(a.id, "uid-1").await.unwrap(), Some(v2.clone()));
+    assert!(
+        !store.upsert_appointment(&v1).await.unwrap(),
+        "older version must not apply"
+    );
+    assert_eq!(
+        store
+            .appointment_by_calcom_uid(a.id, "uid-1")
+            .await
+            .unwrap(),
+        Some(v2.clone())
+    );
 
     let mut again = appointment(a.id, Some("uid-1"), 2);
     again.title = Some("replayed".into());
-    assert!(store.upsert_appointment(&again).await.unwrap(), "equal version re-applies");
+    assert!(
+        store.upsert_appointment(&again).await.unwrap(),
+        "equal version re-applies"
+    );
 
     let mut v3 = appointment(a.id, Some("uid-1"), 3);
     v3.status = AppointmentStatus::Cancelled;
-    assert!(store.upsert_appointment(&v3).await.unwrap(), "newer version applies");
-    let stored = store.appointment_by_calcom_uid(a.id, "uid-1").await.unwrap().unwrap();
+    assert!(
+        store.upsert_appointment(&v3).await.unwrap(),
+        "newer version applies"
+    );
+    let stored = store
+        .appointment_by_calcom_uid(a.id, "uid-1")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(stored.id, v2.id, "an update by uid keeps the stored id");
-    assert_eq!(Appointment { id: v3.id, ..stored }, v3);
+    assert_eq!(
+        Appointment {
+            id: v3.id,
+            ..stored
+        },
+        v3
+    );
     assert_eq!(store.appointments(a.id).await.unwrap().len(), 1);
 }
 

@@ -54,7 +54,10 @@ pub(super) async fn handle(
         .map_err(|e| HandlerError::Permanent(format!("cal.com body does not parse: {e}")))?;
     let Some(status) = status_for(&body.trigger_event) else {
         return Ok(Handled {
-            note: Some(format!("cal.com trigger {:?} is stored but not acted on", body.trigger_event)),
+            note: Some(format!(
+                "cal.com trigger {:?} is stored but not acted on",
+                body.trigger_event
+            )),
         });
     };
     let Some(uid) = body.payload.uid.clone() else {
@@ -64,7 +67,10 @@ pub(super) async fn handle(
         )));
     };
     let company_id = record.meta.company_id;
-    let existing = ctx.store.appointment_by_calcom_uid(company_id, &uid).await?;
+    let existing = ctx
+        .store
+        .appointment_by_calcom_uid(company_id, &uid)
+        .await?;
     let start_at = parse_time("payload.startTime", body.payload.start_time.as_deref())?
         .or(existing.as_ref().and_then(|a| a.start_at));
     let end_at = parse_time("payload.endTime", body.payload.end_time.as_deref())?
@@ -82,7 +88,10 @@ pub(super) async fn handle(
         status,
         start_at,
         end_at,
-        title: body.payload.title.or(existing.as_ref().and_then(|a| a.title.clone())),
+        title: body
+            .payload
+            .title
+            .or(existing.as_ref().and_then(|a| a.title.clone())),
         attendee_name: attendee.as_ref().and_then(|a| a.name.clone()),
         attendee_email: attendee.as_ref().and_then(|a| a.email.clone()),
         attendee_phone,

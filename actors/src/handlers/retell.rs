@@ -54,7 +54,10 @@ pub(super) async fn handle(
         .map_err(|e| HandlerError::Permanent(format!("retell body does not parse: {e}")))?;
     let Some(version) = retell_version(&body.event) else {
         return Ok(Handled {
-            note: Some(format!("retell event {:?} is stored but not acted on", body.event)),
+            note: Some(format!(
+                "retell event {:?} is stored but not acted on",
+                body.event
+            )),
         });
     };
     let call = body.call;
@@ -74,7 +77,9 @@ pub(super) async fn handle(
         direction: call.direction,
         from_number,
         to_number,
-        status: call.call_status.unwrap_or_else(|| status_for(&body.event).into()),
+        status: call
+            .call_status
+            .unwrap_or_else(|| status_for(&body.event).into()),
         start_at: call.start_timestamp.and_then(ms_to_utc),
         end_at: call.end_timestamp.and_then(ms_to_utc),
         duration_ms: call.duration_ms,
