@@ -99,7 +99,8 @@ pub(crate) struct SlotStats {
 impl SlotStats {
     fn new() -> Self {
         Self {
-            latency_us: Histogram::new(3).expect("3 significant figures are valid"),
+            // Explicit bounds: an auto-resizing histogram would clamp `saturating_record` at 2.
+            latency_us: Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds"),
             by_status: BTreeMap::new(),
             ok: 0,
             transport_errors: 0,
