@@ -127,6 +127,15 @@ pub struct Overrides {
     pub data_dir: Option<PathBuf>,
 }
 
+/// `ASKPRO_SECTION__KEY` variables. Other `ASKPRO_*` names (`ASKPRO_CONFIG`, and the test
+/// tooling's `ASKPRO_PYTHON`, `ASKPRO_CACHE`) are not settings and are left alone; a
+/// misspelled section such as `ASKPRO_SERVR__LISTEN` is still refused by name.
+fn settings_env() -> Env {
+    Env::prefixed("ASKPRO_")
+        .filter(|key| key.as_str().contains("__"))
+        .split("__")
+}
+
 impl Config {
     /// Loads the layers; `file` is `--config` (must exist) or `None` for `./askpro.toml`
     /// (read when present).
@@ -144,7 +153,7 @@ impl Config {
             }
             None => {}
         }
-        figment = figment.merge(Env::prefixed("ASKPRO_").split("__"));
+        figment = figment.merge(settings_env());
         if let Some(listen) = overrides.listen {
             figment = figment.merge(Serialized::default("server.listen", listen));
         }
@@ -302,6 +311,23 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("listen_addr"), "{err}");
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail closure signature, not ours
+    fn env_layer_reads_section_keys_and_ignores_tooling_variables() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("ASKPRO_PYTHON", "/usr/bin/python3");
+            jail.set_env("ASKPRO_LOG__PARTITIONS", "8");
+            let config = Config::load(None, &Overrides::default()).expect("loads");
+            assert_eq!(config.log.partitions, 8);
+            jail.set_env("ASKPRO_SERVR__LISTEN", "x");
+            let err = Config::load(None, &Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("servr"), "{err}");
+            Ok(())
+        });
     }
 
     #[test]

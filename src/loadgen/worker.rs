@@ -100,7 +100,8 @@ impl SlotStats {
     fn new() -> Self {
         Self {
             // Explicit bounds: an auto-resizing histogram would clamp `saturating_record` at 2.
-            latency_us: Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds"),
+            latency_us: Histogram::new_with_bounds(1, 60_000_000, 3)
+                .expect("valid histogram bounds"),
             by_status: BTreeMap::new(),
             ok: 0,
             transport_errors: 0,
