@@ -205,9 +205,9 @@ pub async fn secret(config: &Config, cmd: SecretCmd) -> Result<()> {
             let mut all = store.secrets(company, Provider::Retell).await?;
             all.extend(store.secrets(company, Provider::Calcom).await?);
             let shown: Vec<_> = all.iter().map(redacted).collect();
-            emit(json, &shown, |list| {
-                list.iter()
-                    .map(|s| format!("{}  {}  {}", s["id"], s["provider"], s["created_at"]))
+            emit(json, &shown, |_| {
+                all.iter()
+                    .map(|s| format!("{}  {}  {}", s.id, s.provider, s.created_at))
                     .collect::<Vec<_>>()
                     .join("\n")
             })
