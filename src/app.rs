@@ -49,6 +49,12 @@ pub enum AppError {
     },
     #[error("the worker group stopped before partitions were assigned")]
     GroupGone,
+    #[error("another worker already owns {path} (one worker per embedded data dir)")]
+    WorkerLocked {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("http server failed")]
     Serve(#[source] std::io::Error),
 }
@@ -89,9 +95,30 @@ pub fn open_store(config: &Config) -> Result<Arc<dyn StateStore>, AppError> {
     })?))
 }
 
-/// Options that tests use to reach inside; production passes `RunOptions::default()`.
+/// What one process runs. Ingress nodes are stateless apart from the log; workers own
+/// partitions. `serve` runs both.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Role {
+    #[default]
+    All,
+    Ingress,
+    Worker,
+}
+
+impl Role {
+    pub fn ingress(self) -> bool {
+        matches!(self, Role::All | Role::Ingress)
+    }
+
+    pub fn workers(self) -> bool {
+        matches!(self, Role::All | Role::Worker)
+    }
+}
+
+/// How to run; tests also use it to reach inside (fault hooks, clocks).
 #[derive(Default)]
 pub struct RunOptions {
+    pub role: Role,
     pub fault: Option<Arc<dyn FaultHook>>,
     pub clock: Option<Arc<dyn Clock>>,
 }
@@ -111,39 +138,65 @@ pub async fn run(
     let pipeline_metrics = PipelineMetrics::register(&registry)?;
     let http_metrics = HttpMetrics::register(&registry)?;
 
-    let ingress = spawn_ingress(&config, &log, &pipeline_metrics).await?;
-    let pipeline = Arc::new(Pipeline {
-        store,
-        clock: Arc::clone(&clock),
-        settings: config.pipeline_settings(),
-        metrics: pipeline_metrics,
-        fault: options.fault,
-    });
-    let group = spawn_workers(&config, &log, pipeline, &shutdown).await?;
+    let role = options.role;
+    let ingress = match role.ingress() {
+        true => Some(spawn_ingress(&config, &log, &pipeline_metrics).await?),
+        false => None,
+    };
+    // Held for the life of the workers: one worker per embedded data dir.
+    let _worker_lock = role.workers().then(|| lock_worker(&config)).transpose()?;
+    let group = match role.workers() {
+        true => {
+            let pipeline = Arc::new(Pipeline {
+                store,
+                clock: Arc::clone(&clock),
+                settings: config.pipeline_settings(),
+                metrics: pipeline_metrics,
+                fault: options.fault,
+            });
+            Some(spawn_workers(&config, &log, pipeline, &shutdown).await?)
+        }
+        false => None,
+    };
 
     let state = Arc::new(AppState::new(
         Arc::clone(&config),
         backends,
         clock,
         ingress.clone(),
-        Some(group.clone()),
+        group.clone(),
         registry,
         http_metrics,
     ));
     let addr = listener.local_addr().map_err(AppError::Serve)?;
-    tracing::info!(%addr, data_dir = %config.data.dir.display(), partitions = log.partitions(), "askpro listening");
+    tracing::info!(%addr, ?role, data_dir = %config.data.dir.display(), partitions = log.partitions(), "askpro listening");
     let token = shutdown.clone();
     let served = axum::serve(listener, http::router(state))
         .with_graceful_shutdown(async move { token.cancelled().await })
         .await;
     tracing::info!("http stopped; draining");
-    ingress
-        .actor()
-        .stop_and_wait(Some("shutdown".into()), None)
-        .await
-        .ok();
-    drain_workers(&group, log.partitions(), &config).await;
+    if let Some(ingress) = ingress {
+        let stopped = ingress.actor().stop_and_wait(Some("shutdown".into()), None);
+        stopped.await.ok();
+    }
+    if let Some(group) = group {
+        drain_workers(&group, log.partitions(), &config).await;
+    }
     served.map_err(AppError::Serve)
+}
+
+/// The embedded log has no consumer-group coordinator, so a second worker on the same data
+/// dir would consume every partition twice. An exclusive file lock refuses it up front.
+fn lock_worker(config: &Config) -> Result<std::fs::File, AppError> {
+    let path = config.data.dir.join("worker.lock");
+    let locked = std::fs::File::create(&path).and_then(|file| {
+        file.try_lock().map_err(std::io::Error::from)?;
+        Ok(file)
+    });
+    locked.map_err(|source| AppError::WorkerLocked {
+        path: path.display().to_string(),
+        source,
+    })
 }
 
 async fn spawn_ingress(

@@ -12,6 +12,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
+use crate::app::{Role, RunOptions};
 use crate::config::{Config, Overrides};
 use crate::loadgen::LoadgenArgs;
 
@@ -49,6 +50,19 @@ pub enum Command {
     /// Run the webhook ingress and the workers until SIGTERM or ctrl-c.
     Serve {
         /// Address to listen on (overrides server.listen).
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<SocketAddr>,
+    },
+    /// Run only the webhook ingress (HTTP → durable log); pair it with `askpro worker`.
+    Ingress {
+        /// Address to listen on (overrides server.listen).
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<SocketAddr>,
+    },
+    /// Run only the workers (log → pipeline), with /health and /metrics on --listen.
+    /// The embedded backend allows one worker per data dir.
+    Worker {
+        /// Address for /health and /metrics (overrides server.listen).
         #[arg(long, value_name = "ADDR")]
         listen: Option<SocketAddr>,
     },
@@ -100,9 +114,11 @@ pub struct LoadgenCmd {
 /// Parses the command line and runs the command.
 pub async fn main() -> Result<()> {
     let cli = Cli::parse();
-    let listen = match &cli.command {
-        Command::Serve { listen } => *listen,
-        _ => None,
+    let (listen, role) = match &cli.command {
+        Command::Serve { listen } => (*listen, Some(Role::All)),
+        Command::Ingress { listen } => (*listen, Some(Role::Ingress)),
+        Command::Worker { listen } => (*listen, Some(Role::Worker)),
+        _ => (None, None),
     };
     let overrides = Overrides {
         listen,
@@ -110,10 +126,12 @@ pub async fn main() -> Result<()> {
     };
     let config = Config::load(cli.config.as_deref(), &overrides)?;
     // Admin commands keep stderr quiet unless asked; the server logs at the configured level.
-    let quiet = !matches!(cli.command, Command::Serve { .. });
-    crate::telemetry::init(&config.telemetry, quiet);
+    crate::telemetry::init(&config.telemetry, role.is_none());
+    if let Some(role) = role {
+        return serve(config, role).await;
+    }
     match cli.command {
-        Command::Serve { .. } => serve(config).await,
+        Command::Serve { .. } | Command::Ingress { .. } | Command::Worker { .. } => Ok(()),
         Command::Config(ConfigCmd::Show { json }) => output::config(&config, json),
         Command::Company(cmd) => admin::company(&config, cmd).await,
         Command::Branch(cmd) => admin::branch(&config, cmd).await,
@@ -124,13 +142,17 @@ pub async fn main() -> Result<()> {
     }
 }
 
-async fn serve(config: Config) -> Result<()> {
+async fn serve(config: Config, role: Role) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(config.server.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.server.listen))?;
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
-    crate::app::run(listener, config, shutdown, Default::default()).await?;
+    let options = RunOptions {
+        role,
+        ..Default::default()
+    };
+    crate::app::run(listener, config, shutdown, options).await?;
     tracing::info!("askpro stopped");
     Ok(())
 }

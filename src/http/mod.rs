@@ -32,7 +32,8 @@ pub struct AppState {
     pub store: Arc<dyn StateStore>,
     pub log: Arc<dyn EventLog>,
     pub clock: Arc<dyn Clock>,
-    pub ingress: IngressHandle,
+    /// The ingress, when this process accepts webhooks.
+    pub ingress: Option<IngressHandle>,
     /// The worker group, when this process runs workers (for `/health`).
     pub group: Option<ActorRef<GroupMsg>>,
     pub registry: Registry,
@@ -45,7 +46,7 @@ impl AppState {
         config: Arc<Config>,
         backends: Backends,
         clock: Arc<dyn Clock>,
-        ingress: IngressHandle,
+        ingress: Option<IngressHandle>,
         group: Option<ActorRef<GroupMsg>>,
         registry: Registry,
         metrics: HttpMetrics,
@@ -97,9 +98,16 @@ impl AppState {
     }
 }
 
-/// The router. The body limit applies before any handler reads the body.
+/// The router: webhooks only where an ingress runs; health and metrics everywhere. The body
+/// limit applies before any handler reads the body.
 pub fn router(state: Arc<AppState>) -> Router {
     let limit = state.config.server.body_limit_bytes;
+    let ops = Router::new()
+        .route("/health", get(ops::health))
+        .route("/metrics", get(ops::metrics));
+    if state.ingress.is_none() {
+        return ops.with_state(state);
+    }
     Router::new()
         .route("/webhooks/retell", post(webhooks::retell_account))
         .route(
@@ -110,8 +118,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/webhooks/calcom/{company_id}",
             post(webhooks::calcom_for_company),
         )
-        .route("/health", get(ops::health))
-        .route("/metrics", get(ops::metrics))
         .layer(DefaultBodyLimit::max(limit))
+        .merge(ops)
         .with_state(state)
 }

@@ -67,14 +67,18 @@ pub async fn metrics(State(app): State<Arc<AppState>>) -> Response {
 pub async fn health(State(app): State<Arc<AppState>>) -> Response {
     let store = check(app.store.check().await.map_err(|e| e.to_string()));
     let log = check(app.log.check().await.map_err(|e| e.to_string()));
+    let ingress = match &app.ingress {
+        Some(_) => json!({"status": "healthy"}),
+        None => json!({"status": "disabled", "reason": "this process runs no ingress"}),
+    };
     let consumers = consumers(&app).await;
-    let healthy = [&store, &log, &consumers]
+    let healthy = [&store, &log, &ingress, &consumers]
         .iter()
         .all(|c| c["status"] != "unhealthy");
     let body = json!({
         "status": if healthy { "healthy" } else { "unhealthy" },
         "timestamp": app.clock.now(),
-        "checks": {"store": store, "log": log, "consumers": consumers},
+        "checks": {"store": store, "log": log, "ingress": ingress, "consumers": consumers},
     });
     let status = if healthy {
         StatusCode::OK

@@ -307,7 +307,11 @@ async fn admit(
         disposition: admission.disposition,
     };
     let disposition = meta.disposition.clone();
-    app.ingress
+    let ingress = app
+        .ingress
+        .as_ref()
+        .ok_or_else(|| ApiError::unavailable("this process runs no ingress (askpro worker)"))?;
+    ingress
         .append(LogRecord { meta, value: body })
         .instrument(span)
         .await

@@ -12,7 +12,7 @@ use tokio::sync::Mutex;
 
 use crate::harness::*;
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -21,8 +21,13 @@ fn free_port() -> u16 {
 }
 
 fn spawn_server(dir: &Path, port: u16) -> Child {
+    spawn_role("serve", dir, port)
+}
+
+/// Starts the real binary in a role (`serve`, `ingress`, `worker`) on a data dir.
+pub fn spawn_role(role: &str, dir: &Path, port: u16) -> Child {
     Command::new(env!("CARGO_BIN_EXE_askpro"))
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .args([role, "--listen", &format!("127.0.0.1:{port}")])
         .arg("--data-dir")
         .arg(dir)
         .env("ASKPRO_LOG__PARTITIONS", "4")
@@ -34,7 +39,7 @@ fn spawn_server(dir: &Path, port: u16) -> Child {
         .expect("spawn askpro serve")
 }
 
-async fn wait_up(client: &reqwest::Client, port: u16) {
+pub async fn wait_up(client: &reqwest::Client, port: u16) {
     let url = format!("http://127.0.0.1:{port}/health");
     eventually("binary healthy", || {
         let (client, url) = (client.clone(), url.clone());

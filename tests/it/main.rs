@@ -4,6 +4,7 @@ mod harness;
 mod ingress;
 mod log_contract;
 mod payload_fixtures;
+mod roles;
 mod signature_sdk;
 mod store_contract;
 mod supervision;

@@ -45,7 +45,7 @@ async fn tenant_panic_restarts_redelivers_and_spares_other_tenants() {
     });
     let options = RunOptions {
         fault: Some(faults.clone()),
-        clock: None,
+        ..Default::default()
     };
     let server = TestServer::start_with(|c| c.log.partitions = 1, options).await;
     // One partition: both tenants share it, so isolation is by actor, not by partition.
@@ -103,7 +103,7 @@ async fn poison_event_fails_after_bounded_panics_and_the_tenant_moves_on() {
     });
     let options = RunOptions {
         fault: Some(faults),
-        clock: None,
+        ..Default::default()
     };
     let server = TestServer::start_with(|_| {}, options).await;
     let t = tenant(server.store.as_ref(), "poisoned", "+49301234582").await;
