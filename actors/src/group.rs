@@ -6,7 +6,7 @@
 //! from its committed offset (at-least-once; dedup absorbs the redelivery). One that stops
 //! because it was drained is forgotten.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -46,6 +46,8 @@ pub struct GroupState {
     consumers: BTreeMap<u32, ActorRef<ConsumerMsg>>,
     by_actor: HashMap<ActorId, u32>,
     restarts: u64,
+    /// Assigned and not revoked since: a scheduled `Restart` only applies to these.
+    assigned: BTreeSet<u32>,
 }
 
 pub struct WorkerGroup;
@@ -65,6 +67,7 @@ impl Actor for WorkerGroup {
             consumers: BTreeMap::new(),
             by_actor: HashMap::new(),
             restarts: 0,
+            assigned: BTreeSet::new(),
         })
     }
 
@@ -77,10 +80,14 @@ impl Actor for WorkerGroup {
         match message {
             GroupMsg::Assign(partitions) => {
                 for partition in partitions {
+                    state.assigned.insert(partition);
                     state.start(&myself, partition).await?;
                 }
             }
             GroupMsg::Revoke(partitions, reply) => {
+                for partition in &partitions {
+                    state.assigned.remove(partition);
+                }
                 let drained = state.revoke(&partitions).await;
                 let _ = reply.send(drained);
             }
@@ -88,7 +95,10 @@ impl Actor for WorkerGroup {
                 let _ = reply.send(state.status().await);
             }
             GroupMsg::Restart(partition) => {
-                if !state.args.shutdown.is_cancelled() && !state.consumers.contains_key(&partition)
+                // A partition revoked during the restart backoff belongs to someone else now.
+                if !state.args.shutdown.is_cancelled()
+                    && state.assigned.contains(&partition)
+                    && !state.consumers.contains_key(&partition)
                 {
                     state.start(&myself, partition).await?;
                 }
@@ -198,5 +208,204 @@ impl GroupState {
             partitions,
             consumer_restarts: self.restarts,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ractor::rpc::CallResult;
+
+    use super::*;
+    use crate::domain::EventStatus;
+    use crate::ids::CompanyId;
+    use crate::partition::partition_for;
+    use crate::testkit::{self, call_ended, eventually, MemLog, MemStore};
+
+    const PARTITIONS: u32 = 4;
+
+    struct Fixture {
+        log: Arc<MemLog>,
+        store: Arc<MemStore>,
+        pipeline: Arc<Pipeline>,
+        group: ActorRef<GroupMsg>,
+    }
+
+    async fn fixture() -> Fixture {
+        let log = Arc::new(MemLog::new(PARTITIONS));
+        let store = Arc::new(MemStore::new());
+        let pipeline = testkit::pipeline(Arc::clone(&store), testkit::settings(), None);
+        let args = GroupArgs {
+            log: Arc::clone(&log) as Arc<dyn EventLog>,
+            pipeline: Arc::clone(&pipeline),
+            shutdown: CancellationToken::new(),
+            drain_timeout: Duration::from_secs(10),
+        };
+        let (group, _) = Actor::spawn(None, WorkerGroup, args).await.unwrap();
+        Fixture {
+            log,
+            store,
+            pipeline,
+            group,
+        }
+    }
+
+    /// A tenant whose records land on `partition`.
+    fn tenant_on(partition: u32) -> CompanyId {
+        (0..10_000)
+            .map(|_| CompanyId::new())
+            .find(|c| partition_for(c.to_string().as_bytes(), PARTITIONS) == partition)
+            .expect("some tenant hashes onto every partition")
+    }
+
+    impl Fixture {
+        async fn status(&self) -> GroupStatus {
+            match self.group.call(GroupMsg::Status, None).await.unwrap() {
+                CallResult::Success(status) => status,
+                other => panic!("status call: {other:?}"),
+            }
+        }
+
+        async fn revoke(&self, partitions: Vec<u32>) -> Vec<PartitionStatus> {
+            let reply = self
+                .group
+                .call(|r| GroupMsg::Revoke(partitions, r), None)
+                .await
+                .unwrap();
+            match reply {
+                CallResult::Success(statuses) => statuses,
+                other => panic!("revoke call: {other:?}"),
+            }
+        }
+
+        async fn wait_status(&self, what: &str, check: impl Fn(&GroupStatus) -> bool) {
+            for _ in 0..2000 {
+                if check(&self.status().await) {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            panic!("group status never showed: {what}");
+        }
+
+        async fn event(&self, company: CompanyId, call_id: &str) {
+            self.log
+                .append(vec![call_ended(company, call_id)])
+                .await
+                .unwrap();
+        }
+
+        fn processed(&self, company: CompanyId, n: usize) -> bool {
+            self.store.statuses(company) == vec![EventStatus::Processed; n]
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn assign_starts_a_consumer_per_partition() {
+        let f = fixture().await;
+        let (on0, on1, on2) = (tenant_on(0), tenant_on(1), tenant_on(2));
+
+        f.group.cast(GroupMsg::Assign(vec![0, 2])).unwrap();
+        f.event(on0, "c0").await;
+        f.event(on1, "c1").await;
+        f.event(on2, "c2").await;
+
+        eventually("assigned partitions consumed", || {
+            f.processed(on0, 1) && f.processed(on2, 1)
+        })
+        .await;
+        let status = f.status().await;
+        assert_eq!(status.assigned, vec![0, 2]);
+        let listed: Vec<_> = status.partitions.iter().map(|p| p.partition).collect();
+        assert_eq!(listed, vec![0, 2]);
+        assert_eq!(status.consumer_restarts, 0);
+        assert_eq!(f.store.statuses(on1), vec![], "partition 1 is not ours");
+
+        // Assigning a partition again does not start a second consumer.
+        f.group.cast(GroupMsg::Assign(vec![2])).unwrap();
+        assert_eq!(f.status().await.assigned, vec![0, 2]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn revoke_drains_and_removes_the_consumers_and_replies_with_their_status() {
+        let f = fixture().await;
+        let (on0, on2) = (tenant_on(0), tenant_on(2));
+        f.group.cast(GroupMsg::Assign(vec![0, 2])).unwrap();
+        f.event(on0, "c0").await;
+        f.event(on2, "c2").await;
+        eventually("processed", || f.processed(on0, 1) && f.processed(on2, 1)).await;
+
+        let drained = f.revoke(vec![0, 3]).await;
+
+        assert_eq!(drained.len(), 1, "partition 3 was never assigned");
+        assert_eq!((drained[0].partition, drained[0].committed), (0, 1));
+        assert_eq!(f.log.committed_offset("askpro", 0), Some(1));
+        let status = f.status().await;
+        assert_eq!(status.assigned, vec![2]);
+        assert_eq!(
+            status.consumer_restarts, 0,
+            "a drained consumer is not restarted"
+        );
+
+        // Partition 0 is no longer consumed; partition 2 still is.
+        f.event(on0, "c0b").await;
+        f.event(on2, "c2b").await;
+        eventually("partition 2 consumed", || f.processed(on2, 2)).await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(f.store.statuses(on0), vec![EventStatus::Processed]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_consumer_is_restarted_from_its_committed_offset() {
+        let f = fixture().await;
+        let on1 = tenant_on(1);
+        f.group.cast(GroupMsg::Assign(vec![1])).unwrap();
+        f.event(on1, "c0").await;
+        eventually("committed", || {
+            f.log.committed_offset("askpro", 1) == Some(1)
+        })
+        .await;
+        assert_eq!(f.pipeline.metrics.tenant_actors.get(), 1);
+
+        f.log.panic_next_end_offset(); // the next commit tick panics inside the consumer
+        f.wait_status("consumer restarted", |s| {
+            s.consumer_restarts == 1 && s.assigned == [1]
+        })
+        .await;
+
+        f.event(on1, "c1").await;
+        eventually("processed after restart", || f.processed(on1, 2)).await;
+        eventually("committed after restart", || {
+            f.log.committed_offset("askpro", 1) == Some(2)
+        })
+        .await;
+        let rows = f.store.rows(on1);
+        assert_eq!(
+            rows[0].attempts, 1,
+            "the committed event was not redelivered"
+        );
+        assert_eq!(
+            f.pipeline.metrics.tenant_actors.get(),
+            1,
+            "the failed consumer's tenant actors left the gauge"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_partition_revoked_while_its_consumer_awaits_restart_stays_revoked() {
+        let f = fixture().await;
+        f.group.cast(GroupMsg::Assign(vec![1])).unwrap();
+        f.wait_status("consumer up", |s| s.assigned == [1]).await;
+
+        f.log.panic_next_end_offset();
+        f.wait_status("consumer failed", |s| {
+            s.consumer_restarts == 1 && s.assigned.is_empty()
+        })
+        .await;
+        // The rebalance takes the partition away during the restart backoff.
+        assert!(f.revoke(vec![1]).await.is_empty());
+        tokio::time::sleep(Duration::from_secs(2)).await;
+
+        let status = f.status().await;
+        assert!(status.assigned.is_empty(), "restarted a revoked partition");
     }
 }

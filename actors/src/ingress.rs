@@ -9,9 +9,11 @@
 //! semaphore: when `max_pending` records wait, callers get [`IngressError::Overloaded`]
 //! (HTTP 503, and the provider retries) instead of memory growing.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::FutureExt;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
@@ -105,10 +107,12 @@ impl IngressState {
             let log = Arc::clone(&self.args.log);
             let me = myself.clone();
             tokio::spawn(async move {
-                let result = log
-                    .append(records)
-                    .await
-                    .map_err(|e: LogError| e.to_string());
+                // A panicking backend must still answer its callers and free the slot.
+                let appended = AssertUnwindSafe(log.append(records)).catch_unwind().await;
+                let result = match appended {
+                    Ok(result) => result.map_err(|e: LogError| e.to_string()),
+                    Err(_) => Err("log append panicked".to_owned()),
+                };
                 // If the actor is gone, answer directly so no caller hangs.
                 if let Err(ractor::MessagingErr::SendErr(IngressMsg::Flushed(result, replies))) =
                     me.cast(IngressMsg::Flushed(result, replies))
@@ -178,5 +182,169 @@ impl IngressHandle {
 
     pub fn actor(&self) -> &ActorRef<IngressMsg> {
         &self.actor
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::CompanyId;
+    use crate::testkit::{call_ended, eventually, MemLog};
+
+    async fn start(log: &Arc<MemLog>, max_batch: usize) -> ActorRef<IngressMsg> {
+        let args = IngressArgs {
+            log: Arc::clone(log) as Arc<dyn EventLog>,
+            metrics: PipelineMetrics::unregistered(),
+            max_batch,
+            max_inflight_batches: 1,
+        };
+        let (actor, _) = Actor::spawn(None, IngressActor, args).await.unwrap();
+        actor
+    }
+
+    type Answer = oneshot::Receiver<Result<LogPosition, IngressError>>;
+
+    fn send(actor: &ActorRef<IngressMsg>, record: LogRecord) -> Answer {
+        let (tx, rx) = oneshot::channel();
+        actor.cast(IngressMsg::Append(record, tx)).unwrap();
+        rx
+    }
+
+    #[tokio::test]
+    async fn records_arriving_during_a_flush_go_out_together_in_the_next_batch() {
+        let log = Arc::new(MemLog::new(1));
+        log.hold_appends();
+        let ingress = start(&log, 64).await;
+        let company = CompanyId::new();
+        let records: Vec<_> = (0..6)
+            .map(|i| call_ended(company, &format!("call_{i}")))
+            .collect();
+
+        let first = send(&ingress, records[0].clone());
+        eventually("first batch at the log", || log.appends_in_flight() == 1).await;
+        let rest: Vec<_> = records[1..]
+            .iter()
+            .map(|r| send(&ingress, r.clone()))
+            .collect();
+        // The actor handles messages in order: all five Appends come before the Flushed that
+        // releasing the gate produces, so they are pending when the first flush completes.
+        log.release_appends(2);
+
+        let mut answers = vec![first.await.unwrap().unwrap()];
+        for rx in rest {
+            answers.push(rx.await.unwrap().unwrap());
+        }
+        assert_eq!(log.batch_sizes(), vec![1, 5]);
+        assert_eq!(log.append_calls(), 2, "one append per batch");
+        // Each caller got its own position, holding its own record.
+        let offsets: Vec<_> = answers.iter().map(|p| p.offset).collect();
+        assert_eq!(offsets, vec![0, 1, 2, 3, 4, 5]);
+        for (position, record) in answers.iter().zip(&records) {
+            let stored = log.record(*position).unwrap();
+            assert_eq!(stored.meta.event_id, record.meta.event_id);
+        }
+    }
+
+    #[tokio::test]
+    async fn max_batch_splits_pending_records() {
+        let log = Arc::new(MemLog::new(1));
+        log.hold_appends();
+        let ingress = start(&log, 2).await;
+        let company = CompanyId::new();
+        let first = send(&ingress, call_ended(company, "call_0"));
+        eventually("first batch at the log", || log.appends_in_flight() == 1).await;
+        let rest: Vec<_> = (1..6)
+            .map(|i| send(&ingress, call_ended(company, &format!("call_{i}"))))
+            .collect();
+        log.release_appends(10);
+
+        first.await.unwrap().unwrap();
+        for rx in rest {
+            rx.await.unwrap().unwrap();
+        }
+        assert_eq!(log.batch_sizes(), vec![1, 2, 2, 1]);
+    }
+
+    #[tokio::test]
+    async fn a_failed_append_answers_every_caller_of_that_batch_with_a_log_error() {
+        let log = Arc::new(MemLog::new(1));
+        log.hold_appends();
+        let ingress = start(&log, 64).await;
+        let company = CompanyId::new();
+        let first = send(&ingress, call_ended(company, "call_0"));
+        eventually("first batch at the log", || log.appends_in_flight() == 1).await;
+        let batch: Vec<_> = (1..4)
+            .map(|i| send(&ingress, call_ended(company, &format!("call_{i}"))))
+            .collect();
+
+        log.release_appends(1);
+        assert_eq!(first.await.unwrap().unwrap().offset, 0);
+        // The second batch is now waiting at the gate; it fails once let through.
+        eventually("second batch at the log", || log.appends_in_flight() == 1).await;
+        log.set_fail_appends(true);
+        log.release_appends(1);
+
+        for rx in batch {
+            match rx.await.unwrap() {
+                Err(IngressError::Log(message)) => {
+                    assert!(message.contains("injected"), "{message}")
+                }
+                other => panic!("expected a log error, got {other:?}"),
+            }
+        }
+        assert_eq!(log.batch_sizes(), vec![1, 3]);
+
+        // The actor survives the failure and appends again once the log recovers.
+        log.set_fail_appends(false);
+        log.release_appends(1);
+        let again = send(&ingress, call_ended(company, "call_4"));
+        assert_eq!(again.await.unwrap().unwrap().offset, 1);
+    }
+
+    #[tokio::test]
+    async fn a_panicking_append_answers_its_callers_and_frees_the_flush_slot() {
+        let log = Arc::new(MemLog::new(1));
+        let ingress = start(&log, 64).await;
+        let company = CompanyId::new();
+        log.set_panic_appends(true);
+        match send(&ingress, call_ended(company, "call_0")).await.unwrap() {
+            Err(IngressError::Log(message)) => assert!(message.contains("panicked"), "{message}"),
+            other => panic!("expected a log error, got {other:?}"),
+        }
+        // With max_inflight_batches = 1 a leaked slot would leave this caller hanging.
+        log.set_panic_appends(false);
+        let again = send(&ingress, call_ended(company, "call_1"));
+        assert_eq!(again.await.unwrap().unwrap().offset, 0);
+    }
+
+    #[tokio::test]
+    async fn handle_answers_overloaded_when_max_pending_records_wait() {
+        let log = Arc::new(MemLog::new(1));
+        log.hold_appends();
+        let ingress = start(&log, 64).await;
+        let handle = IngressHandle::new(ingress, 2, Duration::from_secs(60));
+        let company = CompanyId::new();
+
+        let mut a = Box::pin(handle.append(call_ended(company, "call_a")));
+        let mut b = Box::pin(handle.append(call_ended(company, "call_b")));
+        // One poll each takes a permit and hands the record over; both then wait for the log.
+        assert!(futures::poll!(&mut a).is_pending());
+        assert!(futures::poll!(&mut b).is_pending());
+
+        match handle.append(call_ended(company, "call_c")).await {
+            Err(IngressError::Overloaded { pending }) => assert_eq!(pending, 2),
+            other => panic!("expected Overloaded, got {other:?}"),
+        }
+
+        log.release_appends(10);
+        let (a, b) = (a.await.unwrap(), b.await.unwrap());
+        assert_ne!(a, b);
+        // Permits came back with the answers.
+        handle.append(call_ended(company, "call_d")).await.unwrap();
+        assert_eq!(
+            log.batch_sizes().iter().sum::<usize>(),
+            3,
+            "the refused record was not appended"
+        );
     }
 }

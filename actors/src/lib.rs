@@ -24,6 +24,8 @@ pub mod settings;
 pub mod store;
 pub mod tenant;
 pub mod tenant_supervisor;
+#[cfg(test)]
+pub(crate) mod testkit;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{LogError, StoreError};

@@ -217,10 +217,13 @@ impl ConsumerState {
             myself.cast(ConsumerMsg::Poll)?;
             return Ok(());
         };
-        self.next_fetch = last.offset + 1;
+        let next_fetch = last.offset + 1;
         if !self.record_received(&records).await {
-            return Ok(()); // shutting down while the store was unavailable
+            // Shutting down while the store was unavailable: the batch is dropped unrecorded,
+            // so `next_fetch` (and with it the watermark) must not move past it.
+            return Ok(());
         }
+        self.next_fetch = next_fetch;
         self.backlog.extend(records.into_iter().map(Arc::new));
         self.dispatch_backlog(myself)?;
         Ok(())
@@ -384,5 +387,302 @@ impl ConsumerState {
         let _ = reply.send(status);
         self.supervisor.stop(Some("partition drained".into()));
         myself.stop(Some("partition drained".into()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ractor::rpc::CallResult;
+
+    use super::*;
+    use crate::ids::CompanyId;
+    use crate::settings::PipelineSettings;
+    use crate::testkit::{self, call_ended, eventually, MemLog, MemStore};
+
+    struct Fixture {
+        log: Arc<MemLog>,
+        store: Arc<MemStore>,
+        pipeline: Arc<Pipeline>,
+        shutdown: CancellationToken,
+    }
+
+    fn fixture(settings: PipelineSettings) -> Fixture {
+        let store = Arc::new(MemStore::new());
+        Fixture {
+            log: Arc::new(MemLog::new(1)),
+            pipeline: testkit::pipeline(Arc::clone(&store), settings, None),
+            store,
+            shutdown: CancellationToken::new(),
+        }
+    }
+
+    impl Fixture {
+        async fn append(&self, tenants: &[CompanyId]) {
+            let records = tenants
+                .iter()
+                .enumerate()
+                .map(|(i, c)| call_ended(*c, &format!("call_{i}")))
+                .collect();
+            self.log.append(records).await.unwrap();
+        }
+
+        async fn start(&self) -> ActorRef<ConsumerMsg> {
+            let args = ConsumerArgs {
+                partition: 0,
+                log: Arc::clone(&self.log) as Arc<dyn EventLog>,
+                pipeline: Arc::clone(&self.pipeline),
+                shutdown: self.shutdown.clone(),
+            };
+            let (consumer, _) = Actor::spawn(None, PartitionConsumer, args).await.unwrap();
+            consumer
+        }
+
+        fn committed(&self) -> Option<u64> {
+            self.log.committed_offset("askpro", 0)
+        }
+
+        /// Lets at least `n` commit ticks run (each tick reads the end offset).
+        async fn ticks(&self, n: usize) {
+            let seen = self.log.end_offset_calls();
+            eventually("commit ticks", || self.log.end_offset_calls() >= seen + n).await;
+        }
+    }
+
+    async fn status(consumer: &ActorRef<ConsumerMsg>) -> PartitionStatus {
+        match consumer.call(ConsumerMsg::Status, None).await.unwrap() {
+            CallResult::Success(status) => status,
+            other => panic!("status call: {other:?}"),
+        }
+    }
+
+    async fn wait_status(
+        consumer: &ActorRef<ConsumerMsg>,
+        what: &str,
+        check: impl Fn(&PartitionStatus) -> bool,
+    ) -> PartitionStatus {
+        for _ in 0..2000 {
+            let status = status(consumer).await;
+            if check(&status) {
+                return status;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        panic!("partition status never showed: {what}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn commits_only_the_contiguous_finished_prefix() {
+        let f = fixture(testkit::settings());
+        let (a, b) = (CompanyId::new(), CompanyId::new());
+        f.store.hold_claims(a);
+        f.store.hold_claims(b);
+        f.append(&[a, b, a, b]).await; // offsets 0..4
+        let consumer = f.start().await;
+        eventually("A0 and B1 in flight", || {
+            f.store.claims_waiting(a) == 1 && f.store.claims_waiting(b) == 1
+        })
+        .await;
+
+        // B finishes offsets 1 and 3; offset 0 (A) is still running.
+        f.store.release_claims(b, 2);
+        eventually("B processed", || {
+            f.store.statuses(b) == [EventStatus::Processed; 2]
+        })
+        .await;
+        f.ticks(3).await;
+        assert_eq!(
+            f.committed().unwrap_or(0),
+            0,
+            "nothing past unfinished offset 0"
+        );
+        assert_eq!(status(&consumer).await.committed, 0);
+
+        // A finishes offset 0: 0 and 1 are a finished prefix, 2 (A) is still running.
+        f.store.release_claims(a, 1);
+        eventually("commit of 0..2", || f.committed() == Some(2)).await;
+        f.ticks(3).await;
+        assert_eq!(f.committed(), Some(2), "offset 3 is finished but 2 is not");
+
+        f.store.release_claims(a, 1);
+        eventually("commit of 0..4", || f.committed() == Some(4)).await;
+        let s = status(&consumer).await;
+        assert_eq!((s.committed, s.in_flight, s.backlog), (4, 0, 0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_commit_until_the_store_sync_succeeds() {
+        let f = fixture(testkit::settings());
+        let a = CompanyId::new();
+        f.store.set_op_failing("sync", true);
+        f.append(&[a, a, a]).await;
+        let consumer = f.start().await;
+        eventually("all processed", || {
+            f.store.statuses(a) == [EventStatus::Processed; 3]
+        })
+        .await;
+        // Each tick tries the barrier first (and stops there while it fails).
+        let syncs = f.store.calls_of("sync");
+        eventually("commit ticks", || f.store.calls_of("sync") >= syncs + 3).await;
+        assert_eq!(
+            f.committed(),
+            None,
+            "offsets wait for the durability barrier"
+        );
+        assert_eq!(f.log.commit_calls(), 0);
+
+        f.store.set_op_failing("sync", false);
+        eventually("commit after sync", || f.committed() == Some(3)).await;
+        assert_eq!(status(&consumer).await.committed, 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_busy_tenant_pauses_the_partition_until_it_finishes_something() {
+        let settings = PipelineSettings {
+            tenant_queue_capacity: 1,
+            ..testkit::settings()
+        };
+        let f = fixture(settings);
+        let (a, b) = (CompanyId::new(), CompanyId::new());
+        f.store.hold_claims(a);
+        f.append(&[a, a, a, b]).await;
+        let consumer = f.start().await;
+
+        let s = wait_status(&consumer, "A0 in flight, rest held back", |s| {
+            s.in_flight == 1 && s.backlog == 3
+        })
+        .await;
+        assert!(s.paused);
+        assert_eq!(s.next_fetch, 4);
+        // While paused nothing is fetched and nothing behind the head is dispatched.
+        let fetches = f.log.fetch_calls();
+        tokio::time::sleep(Duration::from_secs(1)).await; // 20 fetch waits
+        assert_eq!(f.log.fetch_calls(), fetches, "no fetch while paused");
+        assert_eq!(f.store.claims_waiting(a), 1);
+        assert_eq!(f.store.statuses(b), vec![EventStatus::Received]);
+
+        // A finishes one event: exactly one more is dispatched.
+        f.store.release_claims(a, 1);
+        let s = wait_status(&consumer, "A1 dispatched", |s| s.backlog == 2).await;
+        assert_eq!((s.in_flight, s.paused), (1, true));
+
+        f.store.release_claims(a, 10);
+        let s = wait_status(&consumer, "everything finished", |s| {
+            s.in_flight == 0 && s.backlog == 0
+        })
+        .await;
+        assert!(!s.paused);
+        assert_eq!(f.store.statuses(a), vec![EventStatus::Processed; 3]);
+        assert_eq!(f.store.statuses(b), vec![EventStatus::Processed]);
+        eventually("all committed", || f.committed() == Some(4)).await;
+        eventually("fetching resumed", || f.log.fetch_calls() > fetches).await;
+    }
+
+    /// B0 done, A1 in flight (held), A2 and B3 held back by `tenant_queue_capacity = 1`.
+    async fn drain_fixture() -> (Fixture, CompanyId, CompanyId, ActorRef<ConsumerMsg>) {
+        let settings = PipelineSettings {
+            tenant_queue_capacity: 1,
+            ..testkit::settings()
+        };
+        let f = fixture(settings);
+        let (a, b) = (CompanyId::new(), CompanyId::new());
+        f.store.hold_claims(a);
+        f.append(&[b, a, a, b]).await;
+        let consumer = f.start().await;
+        wait_status(&consumer, "B0 done, A1 in flight", |s| {
+            s.in_flight == 1 && s.backlog == 2
+        })
+        .await;
+        eventually("A1 at the store", || f.store.claims_waiting(a) == 1).await;
+        (f, a, b, consumer)
+    }
+
+    fn drain(
+        consumer: &ActorRef<ConsumerMsg>,
+        timeout: Duration,
+    ) -> tokio::task::JoinHandle<PartitionStatus> {
+        let consumer = consumer.clone();
+        tokio::spawn(async move {
+            let reply = consumer
+                .call(|reply| ConsumerMsg::Drain(timeout, reply), None)
+                .await
+                .unwrap();
+            match reply {
+                CallResult::Success(status) => status,
+                other => panic!("drain call: {other:?}"),
+            }
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn drain_waits_for_in_flight_events_and_does_not_commit_the_backlog() {
+        let (f, a, b, consumer) = drain_fixture().await;
+
+        let drained = drain(&consumer, Duration::from_secs(3600));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(!drained.is_finished(), "A1 is still in flight");
+
+        f.store.release_claims(a, 10);
+        let s = drained.await.unwrap();
+
+        assert_eq!((s.committed, s.in_flight, s.backlog), (2, 0, 0));
+        assert_eq!(
+            f.committed(),
+            Some(2),
+            "the watermark: B0 and A1, not A2 or B3"
+        );
+        assert_eq!(
+            f.store.statuses(a),
+            vec![EventStatus::Processed, EventStatus::Received]
+        );
+        assert_eq!(
+            f.store.statuses(b),
+            vec![EventStatus::Processed, EventStatus::Received]
+        );
+        eventually("consumer stopped", || {
+            consumer.get_status() == ractor::ActorStatus::Stopped
+        })
+        .await;
+        eventually("tenant actors gone", || {
+            f.pipeline.metrics.tenant_actors.get() == 0
+        })
+        .await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn drain_deadline_commits_up_to_the_first_unfinished_offset() {
+        let (f, a, _b, consumer) = drain_fixture().await;
+
+        let s = drain(&consumer, Duration::from_secs(10)).await.unwrap();
+
+        assert_eq!((s.committed, s.in_flight), (1, 1));
+        assert_eq!(
+            f.committed(),
+            Some(1),
+            "A1 never finished: redelivered to the next owner"
+        );
+        assert_eq!(f.store.statuses(a)[0], EventStatus::Processing);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_while_the_ledger_write_is_retried_does_not_skip_the_batch() {
+        let f = fixture(testkit::settings());
+        let a = CompanyId::new();
+        f.store.set_unavailable(true);
+        f.append(&[a, a, a]).await;
+        let consumer = f.start().await;
+        eventually("ledger write retried", || f.store.failures() >= 2).await;
+
+        f.shutdown.cancel();
+        f.store.set_unavailable(false);
+        f.ticks(2).await;
+        let s = drain(&consumer, Duration::from_secs(10)).await.unwrap();
+
+        assert_eq!(f.store.statuses(a), vec![], "the batch was never recorded");
+        assert_eq!((s.committed, s.next_fetch), (0, 0));
+        assert_eq!(
+            f.committed().unwrap_or(0),
+            0,
+            "unrecorded records are not committed"
+        );
     }
 }

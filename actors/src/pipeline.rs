@@ -78,10 +78,42 @@ impl Pipeline {
                 status: EventStatus::Unrouted,
                 error: Some(reason.clone()),
             },
-            Disposition::Accept => self.process_accepted(record, attempt).await?,
+            Disposition::Accept => match self.process_accepted(record, attempt).await {
+                Ok(finished) => finished,
+                Err(error) if error.is_transient() => return Err(error),
+                // Retrying cannot fix a permanent refusal (a conflict, a corrupt row): the
+                // event fails with the reason instead of blocking its tenant forever.
+                Err(error) => self.refused(record, error).await,
+            },
         };
-        self.record_final(record, attempt, &finished).await?;
-        Ok(finished)
+        match self.record_final(record, attempt, &finished).await {
+            Err(error) if error.is_transient() => Err(error),
+            Err(error) => {
+                tracing::error!(
+                    company_id = %record.meta.company_id,
+                    event_id = %record.meta.event_id,
+                    error = %error,
+                    "final status not recorded; event finished anyway"
+                );
+                Ok(finished)
+            }
+            Ok(()) => Ok(finished),
+        }
+    }
+
+    async fn refused(&self, record: &StoredRecord, error: StoreError) -> Finished {
+        let meta = &record.meta;
+        let released = self
+            .store
+            .dedup_release(meta.company_id, &meta.dedup_key, meta.event_id)
+            .await;
+        if let Err(release_error) = released {
+            tracing::warn!(event_id = %meta.event_id, error = %release_error, "dedup key not released");
+        }
+        Finished {
+            status: EventStatus::Failed,
+            error: Some(format!("store refused the event: {error}")),
+        }
     }
 
     /// Marks an event `failed` without running it (crash loop, exhausted retries).
@@ -221,4 +253,316 @@ fn duplicate(error: String) -> Finished {
 
 fn to_chrono(d: std::time::Duration) -> chrono::Duration {
     chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::CompanyId;
+    use crate::testkit::{self, call_ended, received, record_with, retell_body, stored, MemStore};
+
+    struct Fixture {
+        store: Arc<MemStore>,
+        pipeline: Arc<Pipeline>,
+        company: CompanyId,
+        next_offset: u64,
+    }
+
+    impl Fixture {
+        fn new() -> Self {
+            let store = Arc::new(MemStore::new());
+            let pipeline = testkit::pipeline(Arc::clone(&store), testkit::settings(), None);
+            Self {
+                store,
+                pipeline,
+                company: CompanyId::new(),
+                next_offset: 0,
+            }
+        }
+
+        /// Stores the record's `received` ledger row, as the consumer does before dispatch.
+        async fn take(&mut self, record: crate::record::LogRecord) -> StoredRecord {
+            let record = stored(record, 0, self.next_offset);
+            self.next_offset += 1;
+            self.store
+                .record_events(&[received(&record)])
+                .await
+                .unwrap();
+            record
+        }
+
+        fn row(&self, record: &StoredRecord) -> EventRow {
+            self.store
+                .rows(self.company)
+                .into_iter()
+                .find(|r| r.id == record.meta.event_id)
+                .expect("ledger row exists")
+        }
+
+        fn processed_total(&self) -> u64 {
+            let m = &self.pipeline.metrics.events_total;
+            m.with_label_values(&["processed"]).get()
+        }
+    }
+
+    #[tokio::test]
+    async fn claimed_event_is_processed_and_its_key_completed() {
+        let mut f = Fixture::new();
+        let record = f.take(call_ended(f.company, "call_1")).await;
+
+        let finished = f.pipeline.process(&record, 1).await.unwrap();
+
+        assert_eq!(
+            finished,
+            Finished {
+                status: EventStatus::Processed,
+                error: None
+            }
+        );
+        let row = f.row(&record);
+        assert_eq!(
+            (row.status, row.attempts, row.error),
+            (EventStatus::Processed, 1, None)
+        );
+        let entry = f
+            .store
+            .dedup_row(f.company, &record.meta.dedup_key)
+            .unwrap();
+        assert!(entry.completed);
+        assert_eq!(entry.holder, record.meta.event_id);
+        assert!(
+            f.store.call_row(f.company, "call_1").is_some(),
+            "the handler ran"
+        );
+        assert_eq!(f.processed_total(), 1);
+    }
+
+    #[tokio::test]
+    async fn second_event_with_the_same_key_is_a_duplicate_of_the_first() {
+        let mut f = Fixture::new();
+        let first = f.take(call_ended(f.company, "call_1")).await;
+        let second = f.take(call_ended(f.company, "call_1")).await;
+        assert_eq!(first.meta.dedup_key, second.meta.dedup_key);
+
+        f.pipeline.process(&first, 1).await.unwrap();
+        let upserts = f.store.calls_of("upsert_call");
+        let finished = f.pipeline.process(&second, 1).await.unwrap();
+
+        assert_eq!(finished.status, EventStatus::Duplicate);
+        let error = finished.error.unwrap();
+        assert!(error.contains(&first.meta.event_id.to_string()), "{error}");
+        assert_eq!(f.row(&second).status, EventStatus::Duplicate);
+        assert_eq!(
+            f.store.calls_of("upsert_call"),
+            upserts,
+            "no second side effect"
+        );
+    }
+
+    #[tokio::test]
+    async fn key_claimed_by_a_live_lease_of_another_event_is_a_duplicate_in_flight() {
+        let mut f = Fixture::new();
+        let first = f.take(call_ended(f.company, "call_1")).await;
+        let second = f.take(call_ended(f.company, "call_1")).await;
+        // The first event claimed the key but has not finished (it is still running).
+        let now = testkit::t0();
+        let claim = f
+            .store
+            .dedup_claim(ClaimRequest {
+                company_id: f.company,
+                key: &first.meta.dedup_key,
+                holder: first.meta.event_id,
+                now,
+                lease_until: now + chrono::Duration::seconds(30),
+                expires_at: now + chrono::Duration::days(7),
+            })
+            .await
+            .unwrap();
+        assert_eq!(claim, DedupClaim::Claimed);
+
+        let finished = f.pipeline.process(&second, 1).await.unwrap();
+
+        assert_eq!(finished.status, EventStatus::Duplicate);
+        let error = finished.error.unwrap();
+        assert!(error.contains(&first.meta.event_id.to_string()), "{error}");
+        assert!(error.contains("still in flight"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn same_event_rerun_after_completion_is_processed_not_a_duplicate_of_itself() {
+        let mut f = Fixture::new();
+        let record = f.take(call_ended(f.company, "call_1")).await;
+        f.pipeline.process(&record, 1).await.unwrap();
+        let upserts = f.store.calls_of("upsert_call");
+
+        // Redelivered after a crash that lost the report: same event id.
+        let finished = f.pipeline.process(&record, 2).await.unwrap();
+
+        assert_eq!(
+            finished,
+            Finished {
+                status: EventStatus::Processed,
+                error: None
+            }
+        );
+        assert_eq!(f.row(&record).attempts, 2);
+        assert_eq!(
+            f.store.calls_of("upsert_call"),
+            upserts,
+            "the handler did not run again"
+        );
+        assert_eq!(f.processed_total(), 2);
+    }
+
+    #[tokio::test]
+    async fn rejected_and_unrouted_records_keep_their_reason_and_skip_dedup() {
+        let mut f = Fixture::new();
+        let body = retell_body("call_ended", "call_1");
+        let rejected = record_with(
+            f.company,
+            &body,
+            "k1",
+            Disposition::Rejected("schema: call is required".into()),
+        );
+        let unrouted = record_with(
+            f.company,
+            &body,
+            "k2",
+            Disposition::Unrouted("no branch for +4930".into()),
+        );
+        let rejected = f.take(rejected).await;
+        let unrouted = f.take(unrouted).await;
+
+        let a = f.pipeline.process(&rejected, 1).await.unwrap();
+        let b = f.pipeline.process(&unrouted, 1).await.unwrap();
+
+        assert_eq!(a.status, EventStatus::Rejected);
+        assert_eq!(a.error.as_deref(), Some("schema: call is required"));
+        assert_eq!(b.status, EventStatus::Unrouted);
+        assert_eq!(b.error.as_deref(), Some("no branch for +4930"));
+        let row = f.row(&unrouted);
+        assert_eq!(
+            (row.status, row.error.as_deref()),
+            (EventStatus::Unrouted, Some("no branch for +4930"))
+        );
+        assert_eq!(f.store.calls_of("dedup_claim"), 0);
+        assert_eq!(f.store.calls_of("upsert_call"), 0);
+    }
+
+    #[tokio::test]
+    async fn permanent_handler_failure_fails_the_event_and_releases_its_key() {
+        let mut f = Fixture::new();
+        let bad = record_with(
+            f.company,
+            "{not json",
+            "retell:call_ended:call_1",
+            Disposition::Accept,
+        );
+        let bad = f.take(bad).await;
+
+        let finished = f.pipeline.process(&bad, 1).await.unwrap();
+
+        assert_eq!(finished.status, EventStatus::Failed);
+        let error = finished.error.unwrap();
+        assert!(error.contains("does not parse"), "{error}");
+        let row = f.row(&bad);
+        assert_eq!(row.status, EventStatus::Failed);
+        assert_eq!(row.error.as_deref(), Some(error.as_str()));
+        assert_eq!(
+            f.store.dedup_row(f.company, &bad.meta.dedup_key),
+            None,
+            "key released"
+        );
+
+        // A corrected delivery with the same key can claim it and is processed.
+        let fixed = f.take(call_ended(f.company, "call_1")).await;
+        assert_eq!(fixed.meta.dedup_key, bad.meta.dedup_key);
+        let finished = f.pipeline.process(&fixed, 1).await.unwrap();
+        assert_eq!(finished.status, EventStatus::Processed);
+    }
+
+    #[tokio::test]
+    async fn unavailable_store_is_transient_and_the_claim_stays_with_its_holder() {
+        let mut f = Fixture::new();
+        let record = f.take(call_ended(f.company, "call_1")).await;
+        let other = f.take(call_ended(f.company, "call_1")).await;
+        // The store goes away after the claim: the handler's write fails.
+        f.store.set_op_failing("upsert_call", true);
+
+        let err = f.pipeline.process(&record, 1).await.unwrap_err();
+
+        assert!(err.is_transient(), "{err}");
+        let entry = f
+            .store
+            .dedup_row(f.company, &record.meta.dedup_key)
+            .unwrap();
+        assert_eq!(
+            (entry.holder, entry.completed),
+            (record.meta.event_id, false)
+        );
+        assert_eq!(f.row(&record).status, EventStatus::Processing, "not final");
+        assert_eq!(
+            f.pipeline
+                .metrics
+                .events_total
+                .with_label_values(&["failed"])
+                .get(),
+            0
+        );
+
+        // Another delivery of the key is held off by the live lease...
+        f.store.set_op_failing("upsert_call", false);
+        let finished = f.pipeline.process(&other, 1).await.unwrap();
+        assert_eq!(finished.status, EventStatus::Duplicate);
+        // ...while the holder's retry reclaims its own key and finishes.
+        let finished = f.pipeline.process(&record, 1).await.unwrap();
+        assert_eq!(finished.status, EventStatus::Processed);
+        assert!(f.store.call_row(f.company, "call_1").is_some());
+    }
+
+    #[tokio::test]
+    async fn permanent_store_refusal_fails_the_event_instead_of_retrying_forever() {
+        let mut f = Fixture::new();
+        let record = f.take(call_ended(f.company, "call_refused")).await;
+        // The pipeline's own store call (not the handler's) is refused for good.
+        f.store.set_op_refusing("dedup_claim", true);
+
+        let finished = f.pipeline.process(&record, 1).await.unwrap();
+
+        assert_eq!(finished.status, EventStatus::Failed);
+        let error = finished.error.unwrap();
+        assert!(
+            error.contains("store refused") && error.contains("dedup_claim"),
+            "{error}"
+        );
+        assert_eq!(f.row(&record).status, EventStatus::Failed);
+        assert!(
+            f.store
+                .dedup_row(f.company, &record.meta.dedup_key)
+                .is_none(),
+            "the key is released so a later delivery may succeed"
+        );
+    }
+
+    #[tokio::test]
+    async fn fail_releases_the_key_and_marks_the_event_failed() {
+        let mut f = Fixture::new();
+        let record = f.take(call_ended(f.company, "call_1")).await;
+        f.store.set_op_failing("upsert_call", true);
+        f.pipeline.process(&record, 1).await.unwrap_err(); // leaves a claim behind
+
+        f.pipeline
+            .fail(&record, 3, "tenant actor panicked 3 times: boom".into())
+            .await
+            .unwrap();
+
+        let row = f.row(&record);
+        assert_eq!(row.status, EventStatus::Failed);
+        assert_eq!(row.attempts, 3);
+        assert_eq!(
+            row.error.as_deref(),
+            Some("tenant actor panicked 3 times: boom")
+        );
+        assert_eq!(f.store.dedup_row(f.company, &record.meta.dedup_key), None);
+    }
 }

@@ -113,3 +113,170 @@ async fn run_until_final(state: &TenantArgs, delivery: &Delivery) -> Option<Fini
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::EventStatus;
+    use crate::store::StateStore;
+    use crate::testkit::{self, call_ended, probe, received, stored, yield_turns, MemStore};
+    use tokio::sync::mpsc::UnboundedReceiver;
+
+    struct Fixture {
+        store: Arc<MemStore>,
+        pipeline: Arc<Pipeline>,
+        company: CompanyId,
+        shutdown: CancellationToken,
+        actor: ActorRef<TenantMsg>,
+        reports: UnboundedReceiver<SupervisorMsg>,
+    }
+
+    async fn fixture() -> Fixture {
+        let store = Arc::new(MemStore::new());
+        let pipeline = testkit::pipeline(Arc::clone(&store), testkit::settings(), None);
+        let company = CompanyId::new();
+        let shutdown = CancellationToken::new();
+        let (supervisor, reports) = probe::<SupervisorMsg>().await;
+        let args = TenantArgs {
+            company_id: company,
+            pipeline: Arc::clone(&pipeline),
+            supervisor,
+            shutdown: shutdown.clone(),
+        };
+        let (actor, _) = Actor::spawn(None, TenantActor, args).await.unwrap();
+        Fixture {
+            store,
+            pipeline,
+            company,
+            shutdown,
+            actor,
+            reports,
+        }
+    }
+
+    impl Fixture {
+        /// A record of this tenant with its `received` ledger row written.
+        async fn record(&self, call_id: &str, offset: u64) -> Arc<StoredRecord> {
+            let record = Arc::new(stored(call_ended(self.company, call_id), 0, offset));
+            self.store
+                .record_events(&[received(&record)])
+                .await
+                .unwrap();
+            record
+        }
+
+        fn deliver(&self, record: &Arc<StoredRecord>) {
+            let delivery = Delivery {
+                record: Arc::clone(record),
+                attempt: 1,
+            };
+            self.actor.cast(TenantMsg::Process(delivery)).unwrap();
+        }
+
+        async fn next_done(&mut self) -> (u64, Finished) {
+            match self.reports.recv().await.expect("probe alive") {
+                SupervisorMsg::Done {
+                    company_id,
+                    offset,
+                    finished,
+                } => {
+                    assert_eq!(company_id, self.company);
+                    (offset, finished)
+                }
+                _ => panic!("tenant actors only report Done"),
+            }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn events_are_processed_one_at_a_time_in_delivery_order() {
+        let mut f = fixture().await;
+        for (i, call) in ["c0", "c1", "c2"].iter().enumerate() {
+            let record = f.record(call, i as u64).await;
+            f.deliver(&record);
+        }
+        for expected in 0..3 {
+            let (offset, finished) = f.next_done().await;
+            assert_eq!(offset, expected);
+            assert_eq!(finished.status, EventStatus::Processed);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn unavailable_store_is_retried_with_backoff_until_the_event_finishes() {
+        let mut f = fixture().await;
+        let record = f.record("c0", 7).await;
+        f.store.fail_next(3);
+        let started = tokio::time::Instant::now();
+        f.deliver(&record);
+
+        let (offset, finished) = f.next_done().await;
+
+        assert_eq!(offset, 7);
+        assert_eq!(
+            finished,
+            Finished {
+                status: EventStatus::Processed,
+                error: None
+            }
+        );
+        assert_eq!(f.store.failures(), 3);
+        assert_eq!(f.pipeline.metrics.store_retries.get(), 3);
+        // Virtual time: the waits were 50 + 100 + 200 ms, so the retries did not spin.
+        let waited = started.elapsed();
+        assert!(waited >= Duration::from_millis(350), "{waited:?}");
+        let row = &f.store.rows(f.company)[0];
+        assert_eq!(
+            (row.id, row.status),
+            (record.meta.event_id, EventStatus::Processed)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retry_backoff_doubles_up_to_store_retry_max_backoff() {
+        let mut f = fixture().await;
+        let record = f.record("c0", 0).await;
+        f.store.set_unavailable(true);
+        f.deliver(&record);
+        // Tries at 0, 50, 150, 350, 750, 1550, 3150, 6350 ms, then every 5 s (the cap):
+        // the 9th try is at 11 350 ms. Uncapped doubling would make it 12 750 ms.
+        tokio::time::sleep(Duration::from_millis(11_351)).await;
+        let tries = f.store.failures();
+        f.store.set_unavailable(false);
+
+        let (_, finished) = f.next_done().await;
+
+        assert_eq!(tries, 9);
+        assert_eq!(finished.status, EventStatus::Processed);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_during_backoff_stops_retrying_without_reporting_done() {
+        let mut f = fixture().await;
+        let record = f.record("c0", 0).await;
+        f.store.set_unavailable(true);
+        f.deliver(&record);
+        // Time is paused and this task never sleeps here: the actor fails once, then waits.
+        for _ in 0..1000 {
+            if f.store.failures() == 1 {
+                break;
+            }
+            yield_turns(1).await;
+        }
+        assert_eq!(f.store.failures(), 1);
+
+        f.shutdown.cancel();
+        tokio::time::sleep(Duration::from_secs(60)).await;
+
+        assert_eq!(f.store.failures(), 1, "no retry after cancellation");
+        assert_eq!(f.pipeline.metrics.store_retries.get(), 1);
+        assert!(
+            f.reports.try_recv().is_err(),
+            "no Done for an unfinished event"
+        );
+        f.store.set_unavailable(false);
+        // The event stays unfinished in the ledger, so it is redelivered after a restart.
+        assert_eq!(f.store.statuses(f.company), vec![EventStatus::Received]);
+        assert_eq!(f.actor.get_status(), ractor::ActorStatus::Running);
+    }
+}
