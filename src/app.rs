@@ -7,6 +7,7 @@
 //!    `pipeline.drain_timeout_ms`), offsets are committed;
 //! 4. stop the worker group.
 
+use std::future::IntoFuture;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -139,6 +140,7 @@ pub async fn run(
     let http_metrics = HttpMetrics::register(&registry)?;
 
     let role = options.role;
+    let worker_shutdown = CancellationToken::new();
     let ingress = match role.ingress() {
         true => Some(spawn_ingress(&config, &log, &pipeline_metrics).await?),
         false => None,
@@ -154,7 +156,7 @@ pub async fn run(
                 metrics: pipeline_metrics,
                 fault: options.fault,
             });
-            Some(spawn_workers(&config, &log, pipeline, &shutdown).await?)
+            Some(spawn_workers(&config, &log, pipeline, &worker_shutdown).await?)
         }
         false => None,
     };
@@ -171,15 +173,26 @@ pub async fn run(
     let addr = listener.local_addr().map_err(AppError::Serve)?;
     tracing::info!(%addr, ?role, data_dir = %config.data.dir.display(), partitions = log.partitions(), "askpro listening");
     let token = shutdown.clone();
-    let served = axum::serve(listener, http::router(state))
-        .with_graceful_shutdown(async move { token.cancelled().await })
-        .await;
+    let serve = axum::serve(listener, http::router(state))
+        .with_graceful_shutdown(async move { token.cancelled().await });
+    // Every request is bounded by server.request_timeout_ms; past that (plus a margin) the
+    // remaining connections are dropped rather than holding the process.
+    let grace = Duration::from_millis(config.server.request_timeout_ms) + Duration::from_secs(2);
+    let served = tokio::select! {
+        served = serve.into_future() => served,
+        () = async { shutdown.cancelled().await; tokio::time::sleep(grace).await } => {
+            tracing::warn!(grace_ms = grace.as_millis() as u64, "http connections still open; dropping them");
+            Ok(())
+        }
+    };
     tracing::info!("http stopped; draining");
     if let Some(ingress) = ingress {
         let stopped = ingress.actor().stop_and_wait(Some("shutdown".into()), None);
         stopped.await.ok();
     }
     if let Some(group) = group {
+        // Only now do retry loops give up: the workers kept working while HTTP drained.
+        worker_shutdown.cancel();
         drain_workers(&group, log.partitions(), &config).await;
     }
     served.map_err(AppError::Serve)
@@ -233,7 +246,7 @@ async fn spawn_workers(
     let args = GroupArgs {
         log: Arc::clone(log),
         pipeline,
-        shutdown: shutdown.child_token(),
+        shutdown: shutdown.clone(),
         drain_timeout: Duration::from_millis(config.pipeline.drain_timeout_ms),
     };
     let (group, _) = Actor::spawn(None, WorkerGroup, args)

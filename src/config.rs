@@ -43,6 +43,7 @@ pub struct Config {
 pub struct ServerConfig {
     pub listen: SocketAddr,
     pub body_limit_bytes: usize,
+    pub request_timeout_ms: u64,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -225,6 +226,15 @@ impl Config {
                 format!(
                     "({}) must not be shorter than pipeline.dedup_lease_secs ({})",
                     self.pipeline.dedup_window_secs, self.pipeline.dedup_lease_secs
+                ),
+            );
+        }
+        if self.server.request_timeout_ms <= self.ingress.durability_timeout_ms {
+            return invalid(
+                "server.request_timeout_ms",
+                format!(
+                    "({}) must exceed ingress.durability_timeout_ms ({})",
+                    self.server.request_timeout_ms, self.ingress.durability_timeout_ms
                 ),
             );
         }

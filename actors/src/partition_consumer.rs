@@ -148,7 +148,7 @@ impl Actor for PartitionConsumer {
 
     async fn handle_supervisor_evt(
         &self,
-        myself: ActorRef<Self::Msg>,
+        _myself: ActorRef<Self::Msg>,
         event: SupervisionEvent,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
@@ -158,10 +158,13 @@ impl Actor for PartitionConsumer {
                 state.args.partition
             )
             .into()),
-            SupervisionEvent::ActorTerminated(..) if state.drain.is_none() => {
-                myself.stop(Some("tenant supervisor stopped".into()));
-                Ok(())
-            }
+            // Outside a drain the supervisor never stops on purpose: escalate, so the worker
+            // group restarts this consumer from its committed offset.
+            SupervisionEvent::ActorTerminated(..) if state.drain.is_none() => Err(format!(
+                "tenant supervisor of partition {} stopped unexpectedly",
+                state.args.partition
+            )
+            .into()),
             _ => Ok(()),
         }
     }

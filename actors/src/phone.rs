@@ -60,8 +60,13 @@ pub fn normalize(input: &str, default_region: &str) -> Result<String, PhoneError
         .map_err(|e| invalid(input, parse_reason(&e, &cleaned)))?;
     if !number.is_valid() {
         let code = number.code().value();
+        // No region means no numbering plan under this code accepts the number; the code
+        // itself may still be real (+1 is shared by many regions).
         let reason = if number.country().id().is_none() {
-            format!("+{code} is not an assigned country calling code")
+            format!(
+                "+{code} {} matches no numbering plan of country code +{code}",
+                number.national()
+            )
         } else {
             format!(
                 "+{code} {} is not a valid number (wrong length or unassigned range)",

@@ -307,10 +307,12 @@ impl SupervisorState {
             .get_mut(&company_id)
             .expect("slot exists for a spawned tenant");
         for queued in &slot.queue {
-            actor.cast(TenantMsg::Process(Delivery {
+            // If the fresh actor already died (it panicked on the head), the cast fails; the
+            // queue still holds every record and the panic notice triggers redelivery.
+            let _ = actor.cast(TenantMsg::Process(Delivery {
                 record: Arc::clone(&queued.record),
                 attempt: queued.panics + 1,
-            }))?;
+            }));
         }
         slot.actor = Some(actor);
         Ok(())

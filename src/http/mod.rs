@@ -11,8 +11,10 @@ use std::time::Duration;
 use askpro_actors::group::GroupMsg;
 use askpro_actors::ingress::IngressHandle;
 use askpro_actors::{Clock, CompanyId, EventLog, StateStore};
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use prometheus::Registry;
@@ -98,6 +100,20 @@ impl AppState {
     }
 }
 
+/// Answers 408 when a request, body included, is not done in time, so slow clients cannot
+/// hold connections (and shutdown) open.
+async fn request_timeout(State(limit): State<Duration>, request: Request, next: Next) -> Response {
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            format!("request not completed within {} ms", limit.as_millis()),
+        )
+        .into_response(),
+    }
+}
+
 /// The router: webhooks only where an ingress runs; health and metrics everywhere. The body
 /// limit applies before any handler reads the body.
 pub fn router(state: Arc<AppState>) -> Router {
@@ -105,6 +121,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     let ops = Router::new()
         .route("/health", get(ops::health))
         .route("/metrics", get(ops::metrics));
+    let timeout = Duration::from_millis(state.config.server.request_timeout_ms);
     if state.ingress.is_none() {
         return ops.with_state(state);
     }
@@ -120,5 +137,6 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .layer(DefaultBodyLimit::max(limit))
         .merge(ops)
+        .layer(middleware::from_fn_with_state(timeout, request_timeout))
         .with_state(state)
 }

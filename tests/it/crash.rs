@@ -20,13 +20,36 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-fn spawn_server(dir: &Path, port: u16) -> Child {
+/// A child process that is killed when dropped, so a failing test leaks nothing.
+pub struct Proc(pub Child);
+
+impl std::ops::Deref for Proc {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Proc {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn_server(dir: &Path, port: u16) -> Proc {
     spawn_role("serve", dir, port)
 }
 
 /// Starts the real binary in a role (`serve`, `ingress`, `worker`) on a data dir.
-pub fn spawn_role(role: &str, dir: &Path, port: u16) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_askpro"))
+pub fn spawn_role(role: &str, dir: &Path, port: u16) -> Proc {
+    let child = Command::new(env!("CARGO_BIN_EXE_askpro"))
         .args([role, "--listen", &format!("127.0.0.1:{port}")])
         .arg("--data-dir")
         .arg(dir)
@@ -36,7 +59,8 @@ pub fn spawn_role(role: &str, dir: &Path, port: u16) -> Child {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .expect("spawn askpro serve")
+        .expect("spawn askpro");
+    Proc(child)
 }
 
 pub async fn wait_up(client: &reqwest::Client, port: u16) {

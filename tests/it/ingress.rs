@@ -361,3 +361,88 @@ async fn call_events_out_of_order_keep_the_newest_state() {
     assert_eq!(call.status, "ended");
     server.stop().await.0.unwrap();
 }
+
+#[tokio::test]
+async fn reschedule_closes_the_original_and_schedules_its_successor() {
+    let server = TestServer::start().await;
+    let t = tenant(server.store.as_ref(), "resched", "+49301234576").await;
+    // Real Cal.com semantics: `uid` is the new booking and `rescheduleUid` the original (the
+    // docs example in tests/fixtures has the two the other way round).
+    let created = serde_json::json!({
+        "triggerEvent": "BOOKING_CREATED", "createdAt": "2026-12-01T09:00:00.000Z",
+        "payload": {"uid": "orig-1", "startTime": "2026-12-10T10:00:00.000Z",
+                    "endTime": "2026-12-10T10:30:00.000Z", "attendees": [{"name": "Max"}]}
+    });
+    let rescheduled = serde_json::json!({
+        "triggerEvent": "BOOKING_RESCHEDULED", "createdAt": "2026-12-02T09:00:00.000Z",
+        "payload": {"uid": "new-1", "rescheduleUid": "orig-1",
+                    "startTime": "2026-12-11T14:00:00.000Z", "endTime": "2026-12-11T14:30:00.000Z",
+                    "attendees": [{"name": "Max"}]}
+    });
+    for body in [rescheduled.to_string(), created.to_string()] {
+        assert_eq!(
+            server
+                .post_calcom(t.company, &body, &t.calcom_secret)
+                .await
+                .status(),
+            202
+        );
+    }
+    let events = server.settled_events(t.company, 2).await;
+    assert_eq!(count(&events, EventStatus::Processed), 2, "{events:?}");
+    let original = server
+        .store
+        .appointment_by_calcom_uid(t.company, "orig-1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        original.status.as_str(),
+        "cancelled",
+        "the late creation must not revive it"
+    );
+    assert_eq!(original.rescheduled_to_uid.as_deref(), Some("new-1"));
+    let successor = server
+        .store
+        .appointment_by_calcom_uid(t.company, "new-1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(successor.status.as_str(), "scheduled");
+    assert_eq!(
+        successor.start_at.unwrap().to_rfc3339(),
+        "2026-12-11T14:00:00+00:00"
+    );
+    server.stop().await.0.unwrap();
+}
+
+#[tokio::test]
+async fn an_unreadable_caller_number_does_not_cost_the_call_record() {
+    let server = TestServer::start().await;
+    let t = tenant(server.store.as_ref(), "oddcaller", "+49301234577").await;
+    let body =
+        retell_body("call_ended", "call_odd", &t.phone).replace("\"anonymous\"", "\"+1 555 0100\"");
+    assert_eq!(
+        server
+            .post_retell(t.company, &body, &t.retell_secret)
+            .await
+            .status(),
+        202
+    );
+    let events = server.settled_events(t.company, 1).await;
+    assert_eq!(
+        events[0].status,
+        EventStatus::Processed,
+        "{:?}",
+        events[0].error
+    );
+    let call = server
+        .store
+        .call(t.company, "call_odd")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(call.from_number, None, "never guessed");
+    assert_eq!(call.branch_id, Some(t.branch));
+    server.stop().await.0.unwrap();
+}

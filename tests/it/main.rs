@@ -5,6 +5,7 @@ mod ingress;
 mod log_contract;
 mod payload_fixtures;
 mod roles;
+mod shutdown;
 mod signature_sdk;
 mod store_contract;
 mod supervision;

@@ -65,6 +65,4 @@ async fn ingress_and_worker_split_across_processes_and_a_second_worker_is_refuse
 
     ingress.kill().unwrap();
     worker.kill().unwrap();
-    ingress.wait().unwrap();
-    worker.wait().unwrap();
 }

@@ -95,15 +95,52 @@ pub(super) async fn handle(
         attendee_name: attendee.as_ref().and_then(|a| a.name.clone()),
         attendee_email: attendee.as_ref().and_then(|a| a.email.clone()),
         attendee_phone,
-        rescheduled_to_uid: body.payload.reschedule_uid,
+        rescheduled_to_uid: existing.as_ref().and_then(|a| a.rescheduled_to_uid.clone()),
         source_event: record.meta.event_id,
         version: calcom_version(body.created_at.as_deref(), record.meta.received_at),
         updated_at: ctx.clock.now(),
     };
     let applied = ctx.store.upsert_appointment(&row).await?;
+    if body.trigger_event == "BOOKING_RESCHEDULED" {
+        if let Some(original) = body.payload.reschedule_uid.as_deref() {
+            supersede(ctx, record, original, &row).await?;
+        }
+    }
     Ok(Handled {
         note: (!applied).then(|| "a newer webhook of this booking was already applied".to_owned()),
     })
+}
+
+/// A reschedule creates a new booking: `payload.uid` is the new one and `rescheduleUid` the
+/// original (Cal.com sets the new booking's `fromReschedule` to the original uid). The
+/// original is closed and points at its successor; unknown originals become tombstones so a
+/// late `BOOKING_CREATED` of the original cannot resurrect it.
+async fn supersede(
+    ctx: &HandlerCtx<'_>,
+    record: &StoredRecord,
+    original_uid: &str,
+    successor: &Appointment,
+) -> Result<(), HandlerError> {
+    if successor.calcom_uid.as_deref() == Some(original_uid) {
+        return Ok(());
+    }
+    let company_id = record.meta.company_id;
+    let existing = ctx
+        .store
+        .appointment_by_calcom_uid(company_id, original_uid)
+        .await?;
+    let closed = Appointment {
+        id: existing.as_ref().map(|a| a.id).unwrap_or_else(Uuid::now_v7),
+        calcom_uid: Some(original_uid.to_owned()),
+        status: AppointmentStatus::Cancelled,
+        start_at: existing.as_ref().and_then(|a| a.start_at),
+        end_at: existing.as_ref().and_then(|a| a.end_at),
+        title: existing.as_ref().and_then(|a| a.title.clone()),
+        rescheduled_to_uid: successor.calcom_uid.clone(),
+        ..successor.clone()
+    };
+    ctx.store.upsert_appointment(&closed).await?;
+    Ok(())
 }
 
 fn status_for(trigger: &str) -> Option<AppointmentStatus> {

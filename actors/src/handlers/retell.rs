@@ -61,8 +61,9 @@ pub(super) async fn handle(
         });
     };
     let call = body.call;
-    let from_number = normalize_optional("call.from_number", call.from_number.as_deref(), ctx)?;
-    let to_number = normalize_optional("call.to_number", call.to_number.as_deref(), ctx)?;
+    let from_number =
+        normalize_optional("call.from_number", call.from_number.as_deref(), ctx, record);
+    let to_number = normalize_optional("call.to_number", call.to_number.as_deref(), ctx, record);
     // Our own number is the callee of an inbound call and the caller of an outbound one.
     let ours = match call.direction.as_deref() {
         Some("outbound") => from_number.as_deref(),
@@ -102,13 +103,26 @@ fn status_for(event: &str) -> &'static str {
     }
 }
 
+/// A number as E.164, or `None` (anonymous, or not a number we can read). An unreadable
+/// number must not cost the whole call record, and it is never guessed.
 fn normalize_optional(
     field: &str,
     value: Option<&str>,
     ctx: &HandlerCtx<'_>,
-) -> Result<Option<String>, HandlerError> {
-    phone::normalize_caller(value, ctx.default_region)
-        .map_err(|e| HandlerError::Permanent(format!("{field}: {e}")))
+    record: &StoredRecord,
+) -> Option<String> {
+    match phone::normalize_caller(value, ctx.default_region) {
+        Ok(number) => number,
+        Err(error) => {
+            tracing::warn!(
+                event_id = %record.meta.event_id,
+                field,
+                error = %error,
+                "unreadable phone number stored as none"
+            );
+            None
+        }
+    }
 }
 
 /// The branch owning our side of the call, only if it belongs to this tenant.
