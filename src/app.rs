@@ -120,6 +120,9 @@ impl Role {
 #[derive(Default)]
 pub struct RunOptions {
     pub role: Role,
+    /// Backends to use instead of opening the configured ones (tests wrap them to inject
+    /// faults).
+    pub backends: Option<Backends>,
     pub fault: Option<Arc<dyn FaultHook>>,
     pub clock: Option<Arc<dyn Clock>>,
 }
@@ -132,7 +135,10 @@ pub async fn run(
     options: RunOptions,
 ) -> Result<(), AppError> {
     let config = Arc::new(config);
-    let backends = open_backends(&config)?;
+    let backends = match options.backends {
+        Some(backends) => backends,
+        None => open_backends(&config)?,
+    };
     let (log, store) = (Arc::clone(&backends.log), Arc::clone(&backends.store));
     let clock = options.clock.unwrap_or_else(|| Arc::new(SystemClock));
     let registry = Registry::new_custom(None, None)?;

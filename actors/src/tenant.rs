@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::ids::CompanyId;
 use crate::pipeline::{Finished, Pipeline};
@@ -61,7 +62,17 @@ impl Actor for TenantActor {
             fault.before_process(&delivery.record);
         }
         let started = Instant::now();
-        let Some(finished) = run_until_final(state, &delivery).await else {
+        let meta = &delivery.record.meta;
+        let span = tracing::info_span!(
+            "event",
+            event_id = %meta.event_id,
+            correlation_id = %meta.correlation_id,
+            company_id = %meta.company_id,
+            partition = delivery.record.partition,
+            offset = delivery.record.offset,
+        );
+        let outcome = run_until_final(state, &delivery).instrument(span).await;
+        let Some(finished) = outcome else {
             return Ok(()); // shutting down: the record stays uncommitted and is redelivered
         };
         state

@@ -49,7 +49,15 @@ impl TestServer {
     }
 
     pub async fn start_with(tweak: impl FnOnce(&mut Config), options: RunOptions) -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
+        Self::start_in(tempfile::tempdir().expect("temp dir"), tweak, options).await
+    }
+
+    /// Starts on an existing data dir (for backends the test opened itself).
+    pub async fn start_in(
+        dir: TempDir,
+        tweak: impl FnOnce(&mut Config),
+        options: RunOptions,
+    ) -> Self {
         let mut config = test_config(dir.path());
         tweak(&mut config);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

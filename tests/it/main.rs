@@ -3,6 +3,7 @@ mod crash;
 mod harness;
 mod ingress;
 mod log_contract;
+mod outage;
 mod payload_fixtures;
 mod roles;
 mod shutdown;
