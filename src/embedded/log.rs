@@ -154,17 +154,12 @@ fn check_partition_count(
     let run = |conn: &mut Connection| -> rusqlite::Result<Option<String>> {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let stored: Option<String> = tx
-            .query_row(
-                "SELECT value FROM log_meta WHERE key = 'partitions'",
-                [],
-                |r| r.get(0),
-            )
+            .prepare_cached("SELECT value FROM log_meta WHERE key = 'partitions'")?
+            .query_row([], |r| r.get(0))
             .optional()?;
         if stored.is_none() {
-            tx.execute(
-                "INSERT INTO log_meta (key, value) VALUES ('partitions', ?1)",
-                [partitions.to_string()],
-            )?;
+            tx.prepare_cached("INSERT INTO log_meta (key, value) VALUES ('partitions', ?1)")?
+                .execute([partitions.to_string()])?;
         }
         tx.commit()?;
         Ok(stored)
@@ -484,7 +479,9 @@ impl EventLog for EmbeddedLog {
         self.run("check", |inner| {
             let fail = || unavailable("log health check".into());
             let conn = inner.db.reader().map_err(fail())?;
-            conn.query_row("SELECT 1", [], |_| Ok(())).map_err(fail())
+            conn.prepare_cached("SELECT 1")
+                .and_then(|mut stmt| stmt.query_row([], |_| Ok(())))
+                .map_err(fail())
         })
         .await
     }

@@ -10,6 +10,7 @@ mod sqlite;
 mod store;
 mod store_rows;
 mod store_sql;
+mod writer;
 
 pub use self::log::{EmbeddedLog, LOG_FILE};
 pub use self::store::{EmbeddedStore, STATE_FILE};

@@ -1,14 +1,18 @@
-//! The blocking SQL behind [`super::EmbeddedStore`]. Every multi-statement write runs in a
-//! `BEGIN IMMEDIATE` transaction: it takes SQLite's write lock up front, so a concurrent
-//! writer (the CLI) makes us wait (busy_timeout) instead of failing a read-then-write with
-//! `SQLITE_BUSY_SNAPSHOT`.
+//! The blocking SQL behind [`super::EmbeddedStore`]. Write functions open no transaction of
+//! their own: the writer thread runs each one inside its batch's `BEGIN IMMEDIATE`
+//! transaction and a savepoint of its own (see [`super::writer`]), which makes a
+//! multi-statement write atomic and rolls back just that write when it returns an error.
+//! Every statement goes through `prepare_cached`, so SQL is parsed once per connection.
 
-use askpro_actors::domain::{Appointment, Branch, Call, DedupClaim, EventRow, PhoneRoute};
+use askpro_actors::domain::{
+    Appointment, Branch, Call, Company, DedupClaim, EventRow, EventStatus, PhoneRoute,
+};
 use askpro_actors::error::StoreError;
 use askpro_actors::ids::{CompanyId, EventId};
+use askpro_actors::record::Provider;
 use askpro_actors::store::ClaimRequest;
 use chrono::{DateTime, Utc};
-use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
+use rusqlite::{params, Connection, OptionalExtension};
 
 use super::store_rows::{self as rows, ms, opt_ms, Res};
 
@@ -16,26 +20,36 @@ use super::store_rows::{self as rows, ms, opt_ms, Res};
 /// without making any single claim slow.
 pub(super) const PURGE_PER_CLAIM: i64 = 32;
 
-fn immediate(conn: &mut Connection) -> rusqlite::Result<Transaction<'_>> {
-    conn.transaction_with_behavior(TransactionBehavior::Immediate)
-}
-
 fn company_exists(conn: &Connection, id: CompanyId) -> rusqlite::Result<bool> {
     conn.prepare_cached("SELECT 1 FROM companies WHERE company_id = ?1")?
         .exists([id.to_string()])
 }
 
-pub(super) fn create_branch(conn: &mut Connection, b: &Branch) -> Res<()> {
-    let tx = immediate(conn)?;
-    if !company_exists(&tx, b.company_id)? {
+pub(super) fn create_company(conn: &Connection, c: &Company) -> Res<()> {
+    let inserted = conn
+        .prepare_cached(&format!(
+            "INSERT INTO companies ({}) VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
+            rows::COMPANY_COLS
+        ))?
+        .execute(params![
+            c.id.to_string(),
+            c.name,
+            c.allow_unsigned_calcom,
+            ms(c.created_at)
+        ])?;
+    if inserted == 0 {
+        return Err(StoreError::Conflict(format!("company {} already exists", c.id)).into());
+    }
+    Ok(())
+}
+
+pub(super) fn create_branch(conn: &Connection, b: &Branch) -> Res<()> {
+    if !company_exists(conn, b.company_id)? {
         return Err(StoreError::NotFound(format!("company {}", b.company_id)).into());
     }
-    let owner: Option<(String, String)> = tx
-        .query_row(
-            "SELECT company_id, branch_id FROM phone_routes WHERE phone = ?1",
-            [&b.phone],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
+    let owner: Option<(String, String)> = conn
+        .prepare_cached("SELECT company_id, branch_id FROM phone_routes WHERE phone = ?1")?
+        .query_row([&b.phone], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
     if let Some((company, branch)) = owner {
         return Err(StoreError::Conflict(format!(
@@ -44,20 +58,19 @@ pub(super) fn create_branch(conn: &mut Connection, b: &Branch) -> Res<()> {
         ))
         .into());
     }
-    let inserted = tx.execute(
-        &format!(
+    let inserted = conn
+        .prepare_cached(&format!(
             "INSERT INTO branches ({}) VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
             rows::BRANCH_COLS
-        ),
-        params![
+        ))?
+        .execute(params![
             b.company_id.to_string(),
             b.id.to_string(),
             b.name,
             b.phone,
             b.timezone,
             ms(b.created_at)
-        ],
-    )?;
+        ])?;
     if inserted == 0 {
         return Err(StoreError::Conflict(format!(
             "branch {} of company {} already exists",
@@ -65,11 +78,10 @@ pub(super) fn create_branch(conn: &mut Connection, b: &Branch) -> Res<()> {
         ))
         .into());
     }
-    tx.execute(
+    conn.prepare_cached(
         "INSERT INTO phone_routes (phone, company_id, branch_id) VALUES (?1, ?2, ?3)",
-        params![b.phone, b.company_id.to_string(), b.id.to_string()],
-    )?;
-    tx.commit()?;
+    )?
+    .execute(params![b.phone, b.company_id.to_string(), b.id.to_string()])?;
     Ok(())
 }
 
@@ -86,24 +98,22 @@ pub(super) fn resolve_phone(conn: &Connection, e164: &str) -> Res<Option<PhoneRo
     Ok(route)
 }
 
-pub(super) fn add_secret(conn: &mut Connection, s: &askpro_actors::domain::Secret) -> Res<()> {
-    let tx = immediate(conn)?;
-    if !company_exists(&tx, s.company_id)? {
+pub(super) fn add_secret(conn: &Connection, s: &askpro_actors::domain::Secret) -> Res<()> {
+    if !company_exists(conn, s.company_id)? {
         return Err(StoreError::NotFound(format!("company {}", s.company_id)).into());
     }
-    let inserted = tx.execute(
-        &format!(
+    let inserted = conn
+        .prepare_cached(&format!(
             "INSERT INTO secrets ({}) VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING",
             rows::SECRET_COLS
-        ),
-        params![
+        ))?
+        .execute(params![
             s.company_id.to_string(),
             s.provider.as_str(),
             s.id,
             s.value,
             ms(s.created_at)
-        ],
-    )?;
+        ])?;
     if inserted == 0 {
         return Err(StoreError::Conflict(format!(
             "{} secret {} of company {} already exists",
@@ -111,21 +121,33 @@ pub(super) fn add_secret(conn: &mut Connection, s: &askpro_actors::domain::Secre
         ))
         .into());
     }
-    tx.commit()?;
     Ok(())
 }
 
+pub(super) fn remove_secret(
+    conn: &Connection,
+    company_id: CompanyId,
+    provider: Provider,
+    id: &str,
+) -> Res<bool> {
+    let deleted = conn
+        .prepare_cached(
+            "DELETE FROM secrets WHERE company_id = ?1 AND provider = ?2 AND secret_id = ?3",
+        )?
+        .execute(params![company_id.to_string(), provider.as_str(), id])?;
+    Ok(deleted > 0)
+}
+
 /// Insert-if-absent for the whole slice in one transaction, pointers included.
-pub(super) fn record_events(conn: &mut Connection, events: &[EventRow]) -> Res<()> {
-    let tx = immediate(conn)?;
+pub(super) fn record_events(conn: &Connection, events: &[EventRow]) -> Res<()> {
     {
-        let mut insert = tx.prepare_cached(&format!(
+        let mut insert = conn.prepare_cached(&format!(
             "INSERT INTO events ({}) VALUES \
              (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15) \
              ON CONFLICT (company_id, event_id) DO NOTHING",
             rows::EVENT_COLS
         ))?;
-        let mut pointer = tx.prepare_cached(
+        let mut pointer = conn.prepare_cached(
             "INSERT INTO event_pointers (event_id, company_id) VALUES (?1, ?2)
              ON CONFLICT (event_id) DO NOTHING",
         )?;
@@ -151,7 +173,37 @@ pub(super) fn record_events(conn: &mut Connection, events: &[EventRow]) -> Res<(
             pointer.execute(params![id, company])?;
         }
     }
-    tx.commit()?;
+    Ok(())
+}
+
+pub(super) struct StatusChange<'a> {
+    pub company_id: CompanyId,
+    pub id: EventId,
+    pub status: EventStatus,
+    pub attempts: u32,
+    pub error: Option<&'a str>,
+    pub now: DateTime<Utc>,
+}
+
+pub(super) fn set_event_status(conn: &Connection, c: &StatusChange<'_>) -> Res<()> {
+    let updated = conn
+        .prepare_cached(
+            "UPDATE events SET status = ?3, attempts = ?4, error = ?5, updated_at = ?6
+             WHERE company_id = ?1 AND event_id = ?2",
+        )?
+        .execute(params![
+            c.company_id.to_string(),
+            c.id.to_string(),
+            c.status.as_str(),
+            c.attempts,
+            c.error,
+            ms(c.now)
+        ])?;
+    if updated == 0 {
+        return Err(
+            StoreError::NotFound(format!("event {} of company {}", c.id, c.company_id)).into(),
+        );
+    }
     Ok(())
 }
 
@@ -178,15 +230,14 @@ pub(super) fn find_event(conn: &Connection, id: EventId) -> Res<Option<EventRow>
 }
 
 /// The claim protocol, in one transaction (see [`askpro_actors::store::StateStore::dedup_claim`]).
-pub(super) fn dedup_claim(conn: &mut Connection, req: &ClaimRequest<'_>) -> Res<DedupClaim> {
-    let tx = immediate(conn)?;
+pub(super) fn dedup_claim(conn: &Connection, req: &ClaimRequest<'_>) -> Res<DedupClaim> {
     let (company, now) = (req.company_id.to_string(), ms(req.now));
-    tx.prepare_cached(
+    conn.prepare_cached(
         "DELETE FROM dedup WHERE (company_id, dedup_key) IN
          (SELECT company_id, dedup_key FROM dedup WHERE expires_at <= ?1 LIMIT ?2)",
     )?
     .execute(params![now, PURGE_PER_CLAIM])?;
-    let current = tx
+    let current = conn
         .prepare_cached(&format!(
             "SELECT {} FROM dedup WHERE company_id = ?1 AND dedup_key = ?2 AND expires_at > ?3",
             rows::DEDUP_COLS
@@ -212,7 +263,7 @@ pub(super) fn dedup_claim(conn: &mut Connection, req: &ClaimRequest<'_>) -> Res<
             })
         }
     };
-    tx.prepare_cached(
+    conn.prepare_cached(
         "INSERT INTO dedup (company_id, dedup_key, holder, completed, lease_until, expires_at)
          VALUES (?1, ?2, ?3, 0, ?4, ?5)
          ON CONFLICT (company_id, dedup_key) DO UPDATE SET holder = excluded.holder,
@@ -225,7 +276,6 @@ pub(super) fn dedup_claim(conn: &mut Connection, req: &ClaimRequest<'_>) -> Res<
         ms(req.lease_until),
         ms(expires_at)
     ])?;
-    tx.commit()?;
     Ok(DedupClaim::Claimed)
 }
 
@@ -234,19 +284,15 @@ pub(super) fn dedup_claim(conn: &mut Connection, req: &ClaimRequest<'_>) -> Res<
 /// done, and the other holder will see `Completed` on its next claim. A key that expired
 /// and was purged meanwhile is left absent (there is no window left to protect).
 pub(super) fn dedup_complete(
-    conn: &mut Connection,
+    conn: &Connection,
     company: CompanyId,
     key: &str,
     holder: EventId,
 ) -> Res<()> {
-    let tx = immediate(conn)?;
     let company_text = company.to_string();
-    let current: Option<String> = tx
-        .query_row(
-            "SELECT holder FROM dedup WHERE company_id = ?1 AND dedup_key = ?2",
-            params![company_text, key],
-            |r| r.get(0),
-        )
+    let current: Option<String> = conn
+        .prepare_cached("SELECT holder FROM dedup WHERE company_id = ?1 AND dedup_key = ?2")?
+        .query_row(params![company_text, key], |r| r.get(0))
         .optional()?;
     let Some(current) = current else {
         tracing::debug!(company_id = %company, key, holder = %holder, "dedup key gone before completion");
@@ -255,12 +301,33 @@ pub(super) fn dedup_complete(
     if current != holder.to_string() {
         tracing::warn!(company_id = %company, key, holder = %holder, current_holder = current, "dedup key completed by a holder whose lease was taken over");
     }
-    tx.execute(
+    conn.prepare_cached(
         "UPDATE dedup SET completed = 1, holder = ?3 WHERE company_id = ?1 AND dedup_key = ?2",
-        params![company_text, key, holder.to_string()],
-    )?;
-    tx.commit()?;
+    )?
+    .execute(params![company_text, key, holder.to_string()])?;
     Ok(())
+}
+
+pub(super) fn dedup_release(
+    conn: &Connection,
+    company: CompanyId,
+    key: &str,
+    holder: EventId,
+) -> Res<()> {
+    conn.prepare_cached(
+        "DELETE FROM dedup WHERE company_id = ?1 AND dedup_key = ?2 AND holder = ?3
+         AND completed = 0",
+    )?
+    .execute(params![company.to_string(), key, holder.to_string()])?;
+    Ok(())
+}
+
+/// Deletes every dedup key expired at `now`; returns how many.
+pub(super) fn purge_expired(conn: &Connection, now: DateTime<Utc>) -> Res<u64> {
+    let deleted = conn
+        .prepare_cached("DELETE FROM dedup WHERE expires_at <= ?1")?
+        .execute([ms(now)])?;
+    Ok(deleted as u64)
 }
 
 /// Writes the call unless the stored one is newer; one conditional upsert statement.
@@ -305,11 +372,11 @@ pub(super) fn upsert_call(conn: &Connection, c: &Call) -> Res<bool> {
 /// The stored row an appointment write targets: (id, calcom_uid, version).
 type Target = (String, Option<String>, i64);
 
-fn appointment_target(tx: &Transaction<'_>, a: &Appointment) -> Res<Option<Target>> {
+fn appointment_target(conn: &Connection, a: &Appointment) -> Res<Option<Target>> {
     let company = a.company_id.to_string();
     let read = |r: &rusqlite::Row<'_>| Ok((r.get(0)?, r.get(1)?, r.get(2)?));
     if let Some(uid) = &a.calcom_uid {
-        let by_uid = tx
+        let by_uid = conn
             .prepare_cached(
                 "SELECT appointment_id, calcom_uid, version FROM appointments
                  WHERE company_id = ?1 AND calcom_uid = ?2",
@@ -322,7 +389,7 @@ fn appointment_target(tx: &Transaction<'_>, a: &Appointment) -> Res<Option<Targe
     }
     // No row with that uid: the same appointment may exist by id (booked by us before Cal.com
     // gave it a uid).
-    let by_id: Option<Target> = tx
+    let by_id: Option<Target> = conn
         .prepare_cached(
             "SELECT appointment_id, calcom_uid, version FROM appointments
              WHERE company_id = ?1 AND appointment_id = ?2",
@@ -341,15 +408,14 @@ fn appointment_target(tx: &Transaction<'_>, a: &Appointment) -> Res<Option<Targe
 
 /// Writes the appointment unless the stored one is newer; an update keeps the stored id
 /// (and the stored uid when the new row has none).
-pub(super) fn upsert_appointment(conn: &mut Connection, a: &Appointment) -> Res<bool> {
-    let tx = immediate(conn)?;
-    let target = appointment_target(&tx, a)?;
+pub(super) fn upsert_appointment(conn: &Connection, a: &Appointment) -> Res<bool> {
+    let target = appointment_target(conn, a)?;
     let id = match target {
         Some((_, _, version)) if version > a.version => return Ok(false),
         Some((id, _, _)) => id,
         None => a.id.to_string(),
     };
-    tx.prepare_cached(&format!(
+    conn.prepare_cached(&format!(
         "INSERT INTO appointments ({}) VALUES \
          (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15) \
          ON CONFLICT (company_id, appointment_id) DO UPDATE SET \
@@ -380,28 +446,23 @@ pub(super) fn upsert_appointment(conn: &mut Connection, a: &Appointment) -> Res<
         a.version,
         ms(a.updated_at),
     ])?;
-    tx.commit()?;
     Ok(true)
 }
 
-/// Makes every earlier commit survive power loss.
+/// The write of a durability barrier (`sync()`).
 ///
 /// The writer runs with `synchronous=NORMAL`: in WAL mode a commit is then safe against a
-/// process crash but the WAL is only fsync'd at checkpoints. A commit under
-/// `synchronous=FULL` fsyncs the WAL file, and since the WAL is one append-only file, that
-/// fsync also covers every frame committed before it (earlier WAL generations were fsync'd
-/// by the checkpoint that reset it). An empty transaction writes no frame, hence the row.
-pub(super) fn sync(conn: &mut Connection, now: DateTime<Utc>) -> Res<()> {
-    conn.pragma_update(None, "synchronous", "FULL")?;
-    let written = conn.execute(
+/// process crash but the WAL is only fsync'd at checkpoints. The writer thread commits a batch
+/// holding a barrier under `synchronous=FULL`, which fsyncs the WAL file; since the WAL is one
+/// append-only file, that fsync also covers every frame committed before it (earlier WAL
+/// generations were fsync'd by the checkpoint that reset it). A transaction that writes no
+/// frame would not fsync, hence this row.
+pub(super) fn sync(conn: &Connection, now: DateTime<Utc>) -> Res<()> {
+    conn.prepare_cached(
         "INSERT INTO sync_barrier (id, generation, synced_at) VALUES (1, 1, ?1)
          ON CONFLICT (id) DO UPDATE
          SET generation = generation + 1, synced_at = excluded.synced_at",
-        [ms(now)],
-    );
-    // Restore NORMAL even if the write failed, or every later commit would pay an fsync.
-    let restored = conn.pragma_update(None, "synchronous", "NORMAL");
-    written?;
-    restored?;
+    )?
+    .execute([ms(now)])?;
     Ok(())
 }
