@@ -4,6 +4,7 @@
 //! `state.db` the tenant state. Both run in WAL mode so the CLI can read (and write) the same
 //! files while the server runs; the schemas are versioned migrations in `schemas/sql/`.
 
+mod checkpoint;
 mod log;
 mod migrate;
 mod sqlite;

@@ -33,12 +33,6 @@ use super::writer::Writer;
 
 /// File name of the state store inside the data dir.
 pub const STATE_FILE: &str = "state.db";
-/// WAL size (pages) at which a commit checkpoints. The writer thread is the store's
-/// bottleneck, and with SQLite's default (1000) under load it checkpoints several times a
-/// second, each time rewriting the hot index pages and paying two fsyncs. 4000 pages
-/// (16 MiB) measured ~15% more events/s; a bigger WAL gained little more.
-const WAL_AUTOCHECKPOINT_PAGES: u32 = 4000;
-
 /// The SQLite-backed state store. Cloning is cheap and shares the connections and the writer
 /// thread, which stops when the last clone is dropped.
 #[derive(Clone)]
@@ -56,13 +50,6 @@ impl EmbeddedStore {
                 source: Box::new(e),
             }
         })?;
-        let unavailable = |e| StoreError::Unavailable {
-            operation: "open state store",
-            source: Box::new(e),
-        };
-        db.writer()
-            .pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES)
-            .map_err(unavailable)?;
         let db = Arc::new(db);
         let writer = Writer::start(Arc::clone(&db)).map_err(|e| StoreError::Unavailable {
             operation: "start state writer",
