@@ -57,11 +57,9 @@ fn run(path: &PathBuf, stopped: &mpsc::Receiver<()>) {
             return;
         }
     };
-    loop {
-        match stopped.recv_timeout(INTERVAL) {
-            Err(RecvTimeoutError::Timeout) => checkpoint(&conn, path),
-            Ok(()) | Err(RecvTimeoutError::Disconnected) => break,
-        }
+    // Anything but a timeout (a message, or the handle dropped) means stop.
+    while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(INTERVAL) {
+        checkpoint(&conn, path);
     }
     checkpoint(&conn, path); // leave a short WAL behind on a clean stop
 }
