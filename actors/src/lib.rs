@@ -20,6 +20,7 @@ pub mod partition_consumer;
 pub mod phone;
 pub mod pipeline;
 pub mod record;
+pub mod retry;
 pub mod settings;
 pub mod store;
 pub mod tenant;

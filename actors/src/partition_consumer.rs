@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::domain::EventStatus;
 use crate::error::LogError;
@@ -23,6 +24,7 @@ use crate::ids::CompanyId;
 use crate::log::EventLog;
 use crate::pipeline::{received_row, Pipeline};
 use crate::record::StoredRecord;
+use crate::retry;
 use crate::tenant_supervisor::{SupervisorArgs, SupervisorMsg, TenantSupervisor};
 
 /// A snapshot for `/health` and tests.
@@ -221,7 +223,7 @@ impl ConsumerState {
             return Ok(());
         };
         let next_fetch = last.offset + 1;
-        if !self.record_received(&records).await {
+        if !self.record_received(&records).await? {
             // Shutting down while the store was unavailable: the batch is dropped unrecorded,
             // so `next_fetch` (and with it the watermark) must not move past it.
             return Ok(());
@@ -233,24 +235,29 @@ impl ConsumerState {
     }
 
     /// Writes `received` ledger rows for a fetched batch, retrying while the store is down.
-    async fn record_received(&self, records: &[StoredRecord]) -> bool {
+    /// `Ok(false)` when shutdown interrupted the wait; `Err` when the store refused for good
+    /// (the consumer then fails and is restarted from its committed offset).
+    async fn record_received(&self, records: &[StoredRecord]) -> Result<bool, ActorProcessingErr> {
         let pipeline = &self.args.pipeline;
         let now = pipeline.clock.now();
         let rows: Vec<_> = records.iter().map(|r| received_row(r, now)).collect();
-        let mut backoff = Duration::from_millis(50);
-        loop {
-            match pipeline.store.record_events(&rows).await {
-                Ok(()) => return true,
-                Err(error) => {
-                    pipeline.metrics.store_retries.inc();
-                    tracing::warn!(partition = self.args.partition, error = %error, "store unavailable; retrying ledger write");
-                    tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
-                        _ = self.args.shutdown.cancelled() => return false,
-                    }
-                    backoff = (backoff * 2).min(pipeline.settings.store_retry_max_backoff);
-                }
-            }
+        let max_backoff = pipeline.settings.store_retry_max_backoff;
+        let outcome = retry::while_unavailable(
+            "record received events",
+            &pipeline.metrics,
+            max_backoff,
+            &self.args.shutdown,
+            || pipeline.store.record_events(&rows),
+        )
+        .instrument(tracing::info_span!(
+            "ledger",
+            partition = self.args.partition
+        ))
+        .await;
+        match outcome {
+            None => Ok(false),
+            Some(Ok(())) => Ok(true),
+            Some(Err(error)) => Err(Box::new(error)),
         }
     }
 

@@ -6,15 +6,17 @@
 //! waits, nothing is skipped and nothing spins.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::domain::EventStatus;
 use crate::ids::CompanyId;
 use crate::pipeline::{Finished, Pipeline};
 use crate::record::StoredRecord;
+use crate::retry;
 use crate::tenant_supervisor::SupervisorMsg;
 
 /// One event handed to a tenant actor.
@@ -102,31 +104,26 @@ impl Actor for TenantActor {
 /// shutdown interrupted the wait.
 async fn run_until_final(state: &TenantArgs, delivery: &Delivery) -> Option<Finished> {
     let pipeline = &state.pipeline;
-    let mut backoff = Duration::from_millis(50);
-    loop {
-        match pipeline.process(&delivery.record, delivery.attempt).await {
-            Ok(finished) => return Some(finished),
-            Err(error) => {
-                pipeline.metrics.store_retries.inc();
-                tracing::warn!(
-                    company_id = %state.company_id,
-                    event_id = %delivery.record.meta.event_id,
-                    error = %error,
-                    backoff_ms = backoff.as_millis() as u64,
-                    "store unavailable; retrying event"
-                );
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
-                    _ = state.shutdown.cancelled() => return None,
-                }
-                backoff = (backoff * 2).min(pipeline.settings.store_retry_max_backoff);
-            }
-        }
-    }
+    let max_backoff = pipeline.settings.store_retry_max_backoff;
+    let outcome = retry::while_unavailable(
+        "process event",
+        &pipeline.metrics,
+        max_backoff,
+        &state.shutdown,
+        || pipeline.process(&delivery.record, delivery.attempt),
+    )
+    .await?;
+    // `process` turns permanent store errors into `failed` itself; this is a safety net.
+    Some(outcome.unwrap_or_else(|error| Finished {
+        status: EventStatus::Failed,
+        error: Some(format!("store refused the event: {error}")),
+    }))
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
     use crate::domain::EventStatus;
     use crate::store::StateStore;

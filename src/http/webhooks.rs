@@ -8,6 +8,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use askpro_actors::domain::Secret;
 use askpro_actors::record::{Disposition, LogRecord, Provider, RecordMeta};
 use askpro_actors::{CompanyId, EventId};
 use axum::body::Bytes;
@@ -55,14 +56,7 @@ async fn retell_company_inner(
 ) -> Result<Response, ApiError> {
     let body = limited(body, app)?;
     let auth = app.tenant(company).await?;
-    let own: Vec<SecretRef<'_>> = auth
-        .retell
-        .iter()
-        .map(|s| SecretRef {
-            id: &s.id,
-            value: &s.value,
-        })
-        .collect();
+    let own = secret_refs(&auth.retell);
     let secrets = if own.is_empty() {
         app.global_retell()
     } else {
@@ -193,14 +187,7 @@ async fn calcom_inner(
 ) -> Result<Response, ApiError> {
     let body = limited(body, app)?;
     let auth = app.tenant(company).await?;
-    let secrets: Vec<SecretRef<'_>> = auth
-        .calcom
-        .iter()
-        .map(|s| SecretRef {
-            id: &s.id,
-            value: &s.value,
-        })
-        .collect();
+    let secrets = secret_refs(&auth.calcom);
     let header = headers
         .get("x-cal-signature-256")
         .and_then(|v| v.to_str().ok());
@@ -221,6 +208,16 @@ async fn calcom_inner(
         Err(error) => rejected(Provider::Calcom, company_id, secret_id, &body, &error),
     };
     admit(app, admission, body, headers).await
+}
+
+fn secret_refs(secrets: &[Secret]) -> Vec<SecretRef<'_>> {
+    secrets
+        .iter()
+        .map(|s| SecretRef {
+            id: &s.id,
+            value: &s.value,
+        })
+        .collect()
 }
 
 fn limited(body: Result<Bytes, BytesRejection>, app: &AppState) -> Result<Bytes, ApiError> {
