@@ -15,16 +15,19 @@ use crate::config::Config;
 pub enum CompanyCmd {
     /// Create a company; prints it with its "id".
     Create {
+        /// Display name.
         #[arg(long)]
         name: String,
         /// Accept Cal.com webhooks signed "no-secret-provided" for this company.
         #[arg(long)]
         allow_unsigned_calcom: bool,
+        /// Print one JSON document (for scripts) instead of text.
         #[arg(long)]
         json: bool,
     },
     /// List companies.
     List {
+        /// Print one JSON document (for scripts) instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -34,8 +37,10 @@ pub enum CompanyCmd {
 pub enum BranchCmd {
     /// Create a branch with its phone number (stored as E.164); prints it with its "id".
     Create {
+        /// The company's id (see `askpro company list`).
         #[arg(long, value_name = "ID")]
         company: CompanyId,
+        /// Display name.
         #[arg(long)]
         name: String,
         /// National (030 1234567) or international (+49 30 1234567) format.
@@ -44,13 +49,16 @@ pub enum BranchCmd {
         /// IANA time zone of the branch.
         #[arg(long, default_value = "Europe/Berlin")]
         timezone: String,
+        /// Print one JSON document (for scripts) instead of text.
         #[arg(long)]
         json: bool,
     },
     /// List a company's branches.
     List {
+        /// The company's id (see `askpro company list`).
         #[arg(long, value_name = "ID")]
         company: CompanyId,
+        /// Print one JSON document (for scripts) instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -60,31 +68,39 @@ pub enum BranchCmd {
 pub enum SecretCmd {
     /// Add a signing secret (older ones stay active until removed: rotation).
     Set {
+        /// The company's id (see `askpro company list`).
         #[arg(long, value_name = "ID")]
         company: CompanyId,
+        /// retell or calcom.
         #[arg(long, value_parser = parse_provider)]
         provider: Provider,
         /// Retell: the API key with webhook permission. Cal.com: the webhook secret.
         #[arg(long)]
         value: String,
+        /// Print one JSON document (for scripts) instead of text.
         #[arg(long)]
         json: bool,
     },
     /// List a company's secrets (values redacted).
     List {
+        /// The company's id (see `askpro company list`).
         #[arg(long, value_name = "ID")]
         company: CompanyId,
+        /// Print one JSON document (for scripts) instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Remove a secret by its id.
     Remove {
+        /// The company's id (see `askpro company list`).
         #[arg(long, value_name = "ID")]
         company: CompanyId,
+        /// retell or calcom.
         #[arg(long, value_parser = parse_provider)]
         provider: Provider,
         #[arg(long = "id", value_name = "SECRET_ID")]
         secret_id: String,
+        /// Print one JSON document (for scripts) instead of text.
         #[arg(long)]
         json: bool,
     },

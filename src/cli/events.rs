@@ -22,12 +22,14 @@ pub enum EventsCmd {
         /// At most this many events.
         #[arg(long, default_value_t = 100)]
         limit: usize,
+        /// Print one JSON document (for scripts) instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Show one event, including its raw body.
     Show {
         id: EventId,
+        /// Print one JSON document (for scripts) instead of text.
         #[arg(long)]
         json: bool,
     },
