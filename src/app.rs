@@ -162,6 +162,7 @@ pub async fn run(
                 metrics: pipeline_metrics,
                 fault: options.fault,
             });
+            spawn_retention(&config, &log, &worker_shutdown);
             Some(spawn_workers(&config, &log, pipeline, &worker_shutdown).await?)
         }
         false => None,
@@ -267,6 +268,38 @@ async fn spawn_workers(
         .cast(GroupMsg::Assign(all))
         .map_err(|_| AppError::GroupGone)?;
     Ok(group)
+}
+
+/// Deletes old, committed records now and then, so the log does not grow forever.
+fn spawn_retention(config: &Config, log: &Arc<dyn EventLog>, shutdown: &CancellationToken) {
+    const EVERY: Duration = Duration::from_secs(600);
+    let hours = config.log.retention_hours;
+    if hours == 0 {
+        return;
+    }
+    // Validated at start: at most 100 years, so the conversion cannot overflow.
+    let retention = chrono::Duration::hours(hours as i64);
+    let (log, shutdown) = (Arc::clone(log), shutdown.clone());
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(EVERY);
+        loop {
+            tokio::select! {
+                _ = ticks.tick() => {}
+                () = shutdown.cancelled() => return,
+            }
+            match log.enforce_retention(chrono::Utc::now() - retention).await {
+                Ok(0) => {}
+                Ok(deleted) => tracing::info!(
+                    deleted,
+                    retention_hours = hours,
+                    "log records past retention deleted"
+                ),
+                Err(error) => {
+                    tracing::warn!(error = %error, "log retention failed; retrying later")
+                }
+            }
+        }
+    });
 }
 
 async fn drain_workers(group: &ActorRef<GroupMsg>, partitions: u32, config: &Config) {

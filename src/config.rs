@@ -63,6 +63,7 @@ pub enum LogBackend {
 pub struct LogConfig {
     pub backend: LogBackend,
     pub partitions: u32,
+    pub retention_hours: u64,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -175,6 +176,15 @@ impl Config {
             return invalid(
                 "log.partitions",
                 format!("must be 1..=1024, got {}", self.log.partitions),
+            );
+        }
+        if self.log.retention_hours > 876_000 {
+            return invalid(
+                "log.retention_hours",
+                format!(
+                    "must be at most 876000 (100 years; 0 keeps everything), got {}",
+                    self.log.retention_hours
+                ),
             );
         }
         if !(1024..=16 * 1024 * 1024).contains(&self.server.body_limit_bytes) {

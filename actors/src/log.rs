@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 
 use crate::error::LogError;
 use crate::record::{LogRecord, StoredRecord};
@@ -49,4 +50,12 @@ pub trait EventLog: Send + Sync + 'static {
 
     /// A cheap liveness probe for `/health`.
     async fn check(&self) -> Result<(), LogError>;
+
+    /// Drops records appended before `older_than` that every consumer group has committed,
+    /// and returns how many went. Backends whose broker enforces retention itself (Kafka)
+    /// keep the default, which does nothing.
+    async fn enforce_retention(&self, older_than: DateTime<Utc>) -> Result<u64, LogError> {
+        let _ = older_than;
+        Ok(0)
+    }
 }

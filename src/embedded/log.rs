@@ -17,10 +17,12 @@ use askpro_actors::partition::partition_for;
 use askpro_actors::record::{LogRecord, RecordMeta, StoredRecord};
 use async_trait::async_trait;
 use bytes::Bytes;
+use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use tokio::sync::{oneshot, watch};
 
 use super::migrate;
+use super::retention;
 use super::sqlite::{self, Db, OpenError, Synchronous};
 
 /// File name of the log inside the data dir.
@@ -473,6 +475,26 @@ impl EventLog for EmbeddedLog {
             tail(&conn, partition).map_err(fail())
         })
         .await
+    }
+
+    async fn enforce_retention(&self, older_than: DateTime<Utc>) -> Result<u64, LogError> {
+        let partitions = self.inner.partitions;
+        let cutoff = older_than.timestamp_millis();
+        let mut total = 0;
+        loop {
+            // One chunk per writer lock, so appends interleave with a large trim.
+            let deleted = self
+                .run("enforce retention", move |inner| {
+                    let conn = inner.db.writer();
+                    retention::trim_chunk(&conn, partitions, cutoff)
+                        .map_err(unavailable("delete records past retention".into()))
+                })
+                .await?;
+            total += deleted;
+            if deleted == 0 {
+                return Ok(total);
+            }
+        }
     }
 
     async fn check(&self) -> Result<(), LogError> {

@@ -315,3 +315,63 @@ async fn the_wal_stays_bounded_under_steady_appends() {
         .len();
     assert!(wal < 32 * 1024 * 1024, "wal grew to {wal} bytes");
 }
+
+#[tokio::test]
+async fn retention_drops_only_old_records_every_group_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), 1);
+    let company = CompanyId::new();
+    let batch = (0..10).map(|i| record(company, &format!("r{i}"))).collect();
+    log.append(batch).await.unwrap();
+    let later = Utc::now() + chrono::Duration::hours(1);
+
+    assert_eq!(
+        log.enforce_retention(later).await.unwrap(),
+        0,
+        "no group committed yet"
+    );
+    log.commit("a", 0, 6).await.unwrap();
+    log.commit("b", 0, 4).await.unwrap();
+    assert_eq!(
+        log.enforce_retention(later).await.unwrap(),
+        4,
+        "below the slowest group"
+    );
+    let left = log.fetch(0, 0, 100, Duration::ZERO).await.unwrap();
+    assert_eq!(left.first().map(|r| r.offset), Some(4));
+
+    log.commit("a", 0, 10).await.unwrap();
+    log.commit("b", 0, 10).await.unwrap();
+    let earlier = Utc::now() - chrono::Duration::hours(1);
+    assert_eq!(
+        log.enforce_retention(earlier).await.unwrap(),
+        0,
+        "too recent to drop"
+    );
+    assert_eq!(
+        log.enforce_retention(later).await.unwrap(),
+        5,
+        "the newest record stays"
+    );
+    drop(log);
+
+    // Offsets continue after a reopen: they never restart below what groups committed.
+    let log = open(dir.path(), 1);
+    let positions = log.append(vec![record(company, "next")]).await.unwrap();
+    assert_eq!(positions[0].offset, 10);
+}
+
+#[tokio::test]
+async fn retention_trims_in_chunks_until_done() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), 1);
+    let company = CompanyId::new();
+    let batch = (0..4500)
+        .map(|i| record(company, &format!("r{i}")))
+        .collect();
+    log.append(batch).await.unwrap();
+    log.commit("a", 0, 4500).await.unwrap();
+    let later = Utc::now() + chrono::Duration::hours(1);
+    assert_eq!(log.enforce_retention(later).await.unwrap(), 4499);
+    assert_eq!(log.end_offset(0).await.unwrap(), 4500);
+}

@@ -7,6 +7,7 @@
 mod checkpoint;
 mod log;
 mod migrate;
+mod retention;
 mod sqlite;
 mod store;
 mod store_rows;
