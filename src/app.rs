@@ -182,13 +182,15 @@ pub async fn run(
     let token = shutdown.clone();
     let serve = axum::serve(listener, http::router(state))
         .with_graceful_shutdown(async move { token.cancelled().await });
-    // Every request is bounded by server.request_timeout_ms; past that (plus a margin) the
-    // remaining connections are dropped rather than holding the process.
+    // Every request is bounded by server.request_timeout_ms, and hyper closes connections
+    // still reading headers when the drain starts. The deadline is defense in depth against
+    // anything else holding a connection: past it we stop waiting, and the connection tasks
+    // end with the process.
     let grace = Duration::from_millis(config.server.request_timeout_ms) + Duration::from_secs(2);
     let served = tokio::select! {
         served = serve.into_future() => served,
         () = async { shutdown.cancelled().await; tokio::time::sleep(grace).await } => {
-            tracing::warn!(grace_ms = grace.as_millis() as u64, "http connections still open; dropping them");
+            tracing::warn!(grace_ms = grace.as_millis() as u64, "http connections still open; no longer waiting for them");
             Ok(())
         }
     };

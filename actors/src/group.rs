@@ -2,8 +2,8 @@
 //! assigned partition. The embedded backend assigns every partition at start; the Kafka
 //! backend forwards the consumer group's assign / revoke callbacks here.
 //!
-//! Supervision decision: a PartitionConsumer that fails is restarted after a short backoff
-//! from its committed offset (at-least-once; dedup absorbs the redelivery). One that stops
+//! Supervision decision: a PartitionConsumer that fails is restarted after a backoff
+//! (500 ms, doubling per consecutive failure, at most 30 s) from its committed offset (at-least-once; dedup absorbs the redelivery). One that stops
 //! because it was drained is forgotten.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::log::EventLog;
@@ -48,6 +49,8 @@ pub struct GroupState {
     restarts: u64,
     /// Assigned and not revoked since: a scheduled `Restart` only applies to these.
     assigned: BTreeSet<u32>,
+    /// Per partition: consecutive consumer failures and when the last one happened.
+    failures: HashMap<u32, (u32, Instant)>,
 }
 
 pub struct WorkerGroup;
@@ -67,6 +70,7 @@ impl Actor for WorkerGroup {
             consumers: BTreeMap::new(),
             by_actor: HashMap::new(),
             restarts: 0,
+            failures: HashMap::new(),
             assigned: BTreeSet::new(),
         })
     }
@@ -120,10 +124,14 @@ impl Actor for WorkerGroup {
                 };
                 state.consumers.remove(&partition);
                 state.restarts += 1;
-                tracing::error!(partition, error = %error, "partition consumer failed; restarting");
-                myself.send_after(Duration::from_millis(500), move || {
-                    GroupMsg::Restart(partition)
-                });
+                let delay = state.restart_delay(partition);
+                tracing::error!(
+                    partition,
+                    error = %error,
+                    delay_ms = delay.as_millis() as u64,
+                    "partition consumer failed; restarting"
+                );
+                myself.send_after(delay, move || GroupMsg::Restart(partition));
             }
             SupervisionEvent::ActorTerminated(cell, _, _) => {
                 if let Some(partition) = state.by_actor.remove(&cell.get_id()) {
@@ -136,7 +144,31 @@ impl Actor for WorkerGroup {
     }
 }
 
+/// First restart delay of a failed consumer; doubles per consecutive failure up to the cap,
+/// so a persistent fault (a store refusing a ledger batch) backs off instead of spinning.
+const RESTART_BACKOFF: Duration = Duration::from_millis(500);
+const RESTART_BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// A consumer that ran this long without failing starts its count afresh.
+const FAILURE_MEMORY: Duration = Duration::from_secs(60);
+
+/// The delay before restarting after `failures` consecutive failures (1 = the first).
+fn backoff_after(failures: u32) -> Duration {
+    let exponent = failures.saturating_sub(1).min(10);
+    (RESTART_BACKOFF * 2u32.pow(exponent)).min(RESTART_BACKOFF_MAX)
+}
+
 impl GroupState {
+    fn restart_delay(&mut self, partition: u32) -> Duration {
+        let now = Instant::now();
+        let entry = self.failures.entry(partition).or_insert((0, now));
+        if now.duration_since(entry.1) > FAILURE_MEMORY {
+            entry.0 = 0;
+        }
+        entry.0 += 1;
+        entry.1 = now;
+        backoff_after(entry.0)
+    }
+
     async fn start(
         &mut self,
         myself: &ActorRef<GroupMsg>,
@@ -297,6 +329,17 @@ mod tests {
         fn processed(&self, company: CompanyId, n: usize) -> bool {
             self.store.statuses(company) == vec![EventStatus::Processed; n]
         }
+    }
+
+    #[test]
+    fn restart_backoff_doubles_up_to_its_cap() {
+        let delays: Vec<u64> = (1..=8)
+            .map(|n| backoff_after(n).as_millis() as u64)
+            .collect();
+        assert_eq!(
+            delays,
+            [500, 1_000, 2_000, 4_000, 8_000, 16_000, 30_000, 30_000]
+        );
     }
 
     #[tokio::test(start_paused = true)]

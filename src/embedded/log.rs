@@ -478,23 +478,25 @@ impl EventLog for EmbeddedLog {
     }
 
     async fn enforce_retention(&self, older_than: DateTime<Utc>) -> Result<u64, LogError> {
-        let partitions = self.inner.partitions;
         let cutoff = older_than.timestamp_millis();
         let mut total = 0;
-        loop {
-            // One chunk per writer lock, so appends interleave with a large trim.
-            let deleted = self
-                .run("enforce retention", move |inner| {
-                    let conn = inner.db.writer();
-                    retention::trim_chunk(&conn, partitions, cutoff)
-                        .map_err(unavailable("delete records past retention".into()))
-                })
-                .await?;
-            total += deleted;
-            if deleted == 0 {
-                return Ok(total);
+        for partition in 0..self.inner.partitions {
+            loop {
+                // One partition and one small chunk per writer lock, so appends interleave.
+                let deleted = self
+                    .run("enforce retention", move |inner| {
+                        let conn = inner.db.writer();
+                        retention::trim_chunk(&conn, partition, cutoff)
+                            .map_err(unavailable("delete records past retention".into()))
+                    })
+                    .await?;
+                total += deleted;
+                if deleted == 0 {
+                    break;
+                }
             }
         }
+        Ok(total)
     }
 
     async fn check(&self) -> Result<(), LogError> {

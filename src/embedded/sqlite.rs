@@ -15,7 +15,7 @@ use super::migrate::{self, MigrateError, Migration};
 /// How long a connection waits for another one (this process or the CLI) to release a lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Idle reader connections kept open per database; busier moments open extra ones.
-const MAX_IDLE_READERS: usize = 4;
+const MAX_IDLE_READERS: usize = 8;
 /// WAL size (pages of 4 KiB) at which the writer checkpoints after a commit. Larger than
 /// SQLite's default (1000): with the background checkpointer copying frames in between, a
 /// bigger WAL means fewer checkpoints on the commit path (measured ~15% more events/s on the

@@ -371,7 +371,8 @@ async fn reschedule_closes_the_original_and_schedules_its_successor() {
     let created = serde_json::json!({
         "triggerEvent": "BOOKING_CREATED", "createdAt": "2026-12-01T09:00:00.000Z",
         "payload": {"uid": "orig-1", "startTime": "2026-12-10T10:00:00.000Z",
-                    "endTime": "2026-12-10T10:30:00.000Z", "attendees": [{"name": "Max"}]}
+                    "endTime": "2026-12-10T10:30:00.000Z",
+                    "attendees": [{"name": "Max", "email": "max@example.com"}]}
     });
     let rescheduled = serde_json::json!({
         "triggerEvent": "BOOKING_RESCHEDULED", "createdAt": "2026-12-02T09:00:00.000Z",

@@ -29,13 +29,17 @@ async fn a_trickling_body_gets_408_and_does_not_hold_shutdown() {
     let t = tenant(server.store.as_ref(), "slow", "+49301234578").await;
     let mut stream = slow_request(&server, &t.company.to_string()).await;
     let mut answer = String::new();
-    stream.read_to_string(&mut answer).await.unwrap();
+    let read = stream.read_to_string(&mut answer);
+    tokio::time::timeout(Duration::from_secs(15), read)
+        .await
+        .expect("the slow request is answered, not left hanging")
+        .unwrap();
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(answer.contains("request_timeout"), "{answer}");
 
     // A client that never finishes its body is connected while the server shuts down.
     let _held = slow_request(&server, &t.company.to_string()).await;
-    let stopped = tokio::time::timeout(Duration::from_secs(60), server.stop()).await;
+    let stopped = tokio::time::timeout(Duration::from_secs(15), server.stop()).await;
     let (result, _dir) = stopped.expect("shutdown completes despite the slow client");
     result.unwrap();
 }

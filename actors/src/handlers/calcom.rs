@@ -137,10 +137,31 @@ async fn supersede(
         end_at: existing.as_ref().and_then(|a| a.end_at),
         title: existing.as_ref().and_then(|a| a.title.clone()),
         rescheduled_to_uid: successor.calcom_uid.clone(),
+        // The original keeps what it knew; the successor's (often sparser) attendee data
+        // must not overwrite it.
+        branch_id: existing
+            .as_ref()
+            .and_then(|a| a.branch_id)
+            .or(successor.branch_id),
+        attendee_name: keep(&existing, |a| &a.attendee_name, &successor.attendee_name),
+        attendee_email: keep(&existing, |a| &a.attendee_email, &successor.attendee_email),
+        attendee_phone: keep(&existing, |a| &a.attendee_phone, &successor.attendee_phone),
         ..successor.clone()
     };
     ctx.store.upsert_appointment(&closed).await?;
     Ok(())
+}
+
+/// The existing row's value when it has one, else the fallback.
+fn keep(
+    existing: &Option<Appointment>,
+    field: impl Fn(&Appointment) -> &Option<String>,
+    fallback: &Option<String>,
+) -> Option<String> {
+    existing
+        .as_ref()
+        .and_then(|a| field(a).clone())
+        .or_else(|| fallback.clone())
 }
 
 fn status_for(trigger: &str) -> Option<AppointmentStatus> {
