@@ -95,7 +95,6 @@ impl Actor for PartitionConsumer {
             .await?
             .unwrap_or(0);
         let supervisor_args = SupervisorArgs {
-            partition: args.partition,
             pipeline: Arc::clone(&args.pipeline),
             consumer: myself.clone(),
             shutdown: args.shutdown.clone(),

@@ -48,7 +48,6 @@ pub enum SupervisorMsg {
 }
 
 pub struct SupervisorArgs {
-    pub partition: u32,
     pub pipeline: Arc<Pipeline>,
     pub consumer: ActorRef<ConsumerMsg>,
     pub shutdown: CancellationToken,
@@ -413,7 +412,6 @@ mod tests {
         let pipeline = testkit::pipeline(Arc::clone(&store), settings, Some(hook));
         let (consumer_ref, consumer) = probe::<ConsumerMsg>().await;
         let args = SupervisorArgs {
-            partition: 0,
             pipeline: Arc::clone(&pipeline),
             consumer: consumer_ref,
             shutdown: CancellationToken::new(),
@@ -617,7 +615,6 @@ mod tests {
         let (myself, mut reports) = probe::<SupervisorMsg>().await;
         let mut state = SupervisorState {
             args: SupervisorArgs {
-                partition: 0,
                 pipeline: Arc::clone(&pipeline),
                 consumer,
                 shutdown: CancellationToken::new(),

@@ -114,24 +114,23 @@ pub struct LoadgenCmd {
 /// Parses the command line and runs the command.
 pub async fn main() -> Result<()> {
     let cli = Cli::parse();
-    let (listen, role) = match &cli.command {
-        Command::Serve { listen } => (*listen, Some(Role::All)),
-        Command::Ingress { listen } => (*listen, Some(Role::Ingress)),
-        Command::Worker { listen } => (*listen, Some(Role::Worker)),
-        _ => (None, None),
+    let listen = match &cli.command {
+        Command::Serve { listen } | Command::Ingress { listen } | Command::Worker { listen } => {
+            Some(*listen)
+        }
+        _ => None,
     };
     let overrides = Overrides {
-        listen,
+        listen: listen.flatten(),
         data_dir: cli.data_dir.clone(),
     };
     let config = Config::load(cli.config.as_deref(), &overrides)?;
-    // Admin commands keep stderr quiet unless asked; the server logs at the configured level.
-    crate::telemetry::init(&config.telemetry, role.is_none());
-    if let Some(role) = role {
-        return serve(config, role).await;
-    }
+    // Admin commands keep stderr quiet unless asked; servers log at the configured level.
+    crate::telemetry::init(&config.telemetry, listen.is_none());
     match cli.command {
-        Command::Serve { .. } | Command::Ingress { .. } | Command::Worker { .. } => Ok(()),
+        Command::Serve { .. } => serve(config, Role::All).await,
+        Command::Ingress { .. } => serve(config, Role::Ingress).await,
+        Command::Worker { .. } => serve(config, Role::Worker).await,
         Command::Config(ConfigCmd::Show { json }) => output::config(&config, json),
         Command::Company(cmd) => admin::company(&config, cmd).await,
         Command::Branch(cmd) => admin::branch(&config, cmd).await,
