@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Config, LogBackend};
 use crate::embedded::{EmbeddedLog, EmbeddedStore};
 use crate::http::{self, AppState, HttpMetrics};
+use crate::worker;
 
 /// Why the service could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +59,8 @@ pub enum AppError {
     },
     #[error("http server failed")]
     Serve(#[source] std::io::Error),
+    #[error("cannot set up booking: {0}")]
+    Booking(String),
 }
 
 /// The configured log and state store.
@@ -153,22 +156,42 @@ pub async fn run(
     };
     // Held for the life of the workers: one worker per embedded data dir.
     let _worker_lock = role.workers().then(|| lock_worker(&config)).transpose()?;
+    let mut booker = None;
     let group = match role.workers() {
         true => {
+            let retries = worker::open_retry_topology(&config)?;
+            let booking = worker::booker(&config, &registry, &worker_shutdown)?;
+            worker::spawn_booking_tasks(
+                &config,
+                &log,
+                &store,
+                &clock,
+                &booking,
+                &retries,
+                &worker_shutdown,
+            )
+            .await?;
+            for tier in &retries.tiers {
+                spawn_retention(&config, &tier.log, &worker_shutdown);
+            }
+            spawn_retention(&config, &retries.dead_letters, &worker_shutdown);
             let pipeline = Arc::new(Pipeline {
                 store,
                 clock: Arc::clone(&clock),
                 settings: config.pipeline_settings(),
                 metrics: pipeline_metrics,
                 fault: options.fault,
+                booker: Some(Arc::clone(&booking)),
+                retries: Some(retries),
             });
+            booker = Some(booking);
             spawn_retention(&config, &log, &worker_shutdown);
             Some(spawn_workers(&config, &log, pipeline, &worker_shutdown).await?)
         }
         false => None,
     };
 
-    let state = Arc::new(AppState::new(
+    let mut state = AppState::new(
         Arc::clone(&config),
         backends,
         clock,
@@ -176,7 +199,14 @@ pub async fn run(
         group.clone(),
         registry,
         http_metrics,
-    ));
+    );
+    state.booker = booker;
+    let state = Arc::new(state);
+    // call_inbound routing cache: cleared when another process changes phone routing.
+    if role.ingress() {
+        let poll = Duration::from_millis(config.inbound.version_poll_ms);
+        state.inbound.spawn_version_watch(shutdown.clone(), poll);
+    }
     let addr = listener.local_addr().map_err(AppError::Serve)?;
     tracing::info!(%addr, ?role, data_dir = %config.data.dir.display(), partitions = log.partitions(), "askpro listening");
     let token = shutdown.clone();

@@ -10,6 +10,9 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
+mod booking;
+pub use booking::BookingConfig;
+
 /// The commented defaults compiled into the binary.
 pub const DEFAULTS: &str = include_str!("../config.default.toml");
 /// The config file read when present and no `--config` is given.
@@ -32,7 +35,9 @@ pub struct Config {
     pub data: DataConfig,
     pub log: LogConfig,
     pub ingress: IngressConfig,
+    pub inbound: InboundConfig,
     pub pipeline: PipelineConfig,
+    pub booking: BookingConfig,
     pub retell: RetellConfig,
     pub phone: PhoneConfig,
     pub telemetry: TelemetryConfig,
@@ -76,6 +81,15 @@ pub struct IngressConfig {
     pub signature_tolerance_secs: u64,
     pub dedup_check: bool,
     pub tenant_cache_ttl_ms: u64,
+}
+
+/// `call_inbound` routing cache (see `crate::routing`).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct InboundConfig {
+    pub cache_ttl_secs: u64,
+    pub negative_ttl_secs: u64,
+    pub version_poll_ms: u64,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -248,6 +262,8 @@ impl Config {
                 ),
             );
         }
+        self.validate_inbound()?;
+        self.booking.validate()?;
         if self.pipeline.consumer_group.trim().is_empty() {
             return invalid("pipeline.consumer_group", "must not be empty".into());
         }
@@ -269,6 +285,33 @@ impl Config {
                     "{:?} is not a tracing filter (try \"info\")",
                     self.telemetry.log_level
                 ),
+            );
+        }
+        Ok(())
+    }
+
+    fn validate_inbound(&self) -> Result<(), ConfigError> {
+        let inbound = &self.inbound;
+        let invalid = |key, problem: String| Err(ConfigError::Invalid { key, problem });
+        if !(1..=86_400).contains(&inbound.cache_ttl_secs) {
+            return invalid(
+                "inbound.cache_ttl_secs",
+                format!("must be 1..=86400, got {}", inbound.cache_ttl_secs),
+            );
+        }
+        if inbound.negative_ttl_secs > inbound.cache_ttl_secs {
+            return invalid(
+                "inbound.negative_ttl_secs",
+                format!(
+                    "({}) must not exceed inbound.cache_ttl_secs ({}); 0 disables it",
+                    inbound.negative_ttl_secs, inbound.cache_ttl_secs
+                ),
+            );
+        }
+        if !(10..=3_600_000).contains(&inbound.version_poll_ms) {
+            return invalid(
+                "inbound.version_poll_ms",
+                format!("must be 10..=3600000, got {}", inbound.version_poll_ms),
             );
         }
         Ok(())

@@ -2,11 +2,14 @@
 
 pub mod app;
 pub mod bench_server;
+pub mod calcom;
 pub mod cli;
 pub mod config;
 pub mod embedded;
 pub mod http;
 pub mod loadgen;
 pub mod payload;
+pub mod routing;
 pub mod signature;
 pub mod telemetry;
+pub mod worker;

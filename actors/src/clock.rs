@@ -39,3 +39,27 @@ impl Clock for ManualClock {
         *self.0.lock().expect("clock lock poisoned")
     }
 }
+
+/// Wall-clock time that advances with tokio's clock, so a test with `tokio::time::pause` moves
+/// lease expiry, retry due times and breaker timers together.
+#[derive(Debug, Clone, Copy)]
+pub struct TokioClock {
+    base: DateTime<Utc>,
+    origin: tokio::time::Instant,
+}
+
+impl TokioClock {
+    pub fn starting_at(base: DateTime<Utc>) -> Self {
+        Self {
+            base,
+            origin: tokio::time::Instant::now(),
+        }
+    }
+}
+
+impl Clock for TokioClock {
+    fn now(&self) -> DateTime<Utc> {
+        let elapsed = tokio::time::Instant::now() - self.origin;
+        self.base + Duration::from_std(elapsed).unwrap_or(Duration::MAX)
+    }
+}

@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::catalog::CalcomConfig;
 use crate::ids::{BranchId, CompanyId, EventId};
 use crate::record::Provider;
 
@@ -29,6 +30,10 @@ pub struct Branch {
     pub phone: String,
     /// IANA zone, e.g. `Europe/Berlin`.
     pub timezone: String,
+    /// The Retell agent that answers this branch's calls (`call_inbound` override).
+    pub retell_agent_id: Option<String>,
+    /// Where this branch books; `None` until `askpro branch set-calcom`.
+    pub calcom: Option<CalcomConfig>,
     pub created_at: DateTime<Utc>,
 }
 
@@ -68,17 +73,20 @@ pub enum EventStatus {
     Processing,
     Processed,
     Duplicate,
+    /// A transient failure sent it to a retry tier; it comes back on its own.
+    Retrying,
     Failed,
     Rejected,
     Unrouted,
 }
 
 impl EventStatus {
-    pub const ALL: [EventStatus; 7] = [
+    pub const ALL: [EventStatus; 8] = [
         EventStatus::Received,
         EventStatus::Processing,
         EventStatus::Processed,
         EventStatus::Duplicate,
+        EventStatus::Retrying,
         EventStatus::Failed,
         EventStatus::Rejected,
         EventStatus::Unrouted,
@@ -90,13 +98,15 @@ impl EventStatus {
             EventStatus::Processing => "processing",
             EventStatus::Processed => "processed",
             EventStatus::Duplicate => "duplicate",
+            EventStatus::Retrying => "retrying",
             EventStatus::Failed => "failed",
             EventStatus::Rejected => "rejected",
             EventStatus::Unrouted => "unrouted",
         }
     }
 
-    /// Final states: the event's offset may be committed.
+    /// Final states: the event's offset may be committed. `retrying` counts: the retry tier
+    /// holds a durable copy of the record.
     pub fn is_final(self) -> bool {
         !matches!(self, EventStatus::Received | EventStatus::Processing)
     }
@@ -116,7 +126,7 @@ impl FromStr for EventStatus {
             .find(|st| st.as_str() == s)
             .ok_or_else(|| {
                 format!(
-                    "unknown status {s:?} (expected one of received, processing, processed, duplicate, failed, rejected, unrouted)"
+                    "unknown status {s:?} (expected one of received, processing, processed, duplicate, retrying, failed, rejected, unrouted)"
                 )
             })
     }
@@ -228,13 +238,16 @@ impl FromStr for AppointmentStatus {
     }
 }
 
-/// An appointment. Cal.com bookings are keyed by their uid inside the tenant.
+/// An appointment, keyed by `id` inside its tenant and found also by its Cal.com uid and by
+/// its idempotency key.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Appointment {
     pub company_id: CompanyId,
     pub id: Uuid,
     pub calcom_uid: Option<String>,
     pub branch_id: Option<BranchId>,
+    pub service_id: Option<Uuid>,
+    pub customer_id: Option<Uuid>,
     pub status: AppointmentStatus,
     /// Unknown only when a cancellation arrives before its booking (kept as a tombstone, so
     /// the older creation cannot resurrect it).
@@ -244,9 +257,18 @@ pub struct Appointment {
     pub attendee_name: Option<String>,
     pub attendee_email: Option<String>,
     pub attendee_phone: Option<String>,
+    /// IANA zone of the attendee (the branch's), sent to Cal.com.
+    pub timezone: Option<String>,
     pub rescheduled_to_uid: Option<String>,
+    /// Ours, for bookings we make: stored in the Cal.com booking's metadata, so a create whose
+    /// answer was lost can be found instead of repeated. `None` for bookings made in Cal.com.
+    pub idempotency_key: Option<String>,
+    /// Create requests sent to Cal.com; above 0 a lookup comes before any new create.
+    pub sync_attempts: u32,
+    pub last_error: Option<String>,
     pub source_event: EventId,
-    /// Orders updates (Cal.com's `createdAt` of the webhook, in ms).
+    /// Orders updates (ms since the epoch: Cal.com's `createdAt` or our clock).
     pub version: i64,
+    pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }

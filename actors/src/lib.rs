@@ -5,10 +5,13 @@
 //! supervised actors that run one tenant's pipeline. It never names a transport: Kafka, CQL,
 //! SQLite and HTTP live in the `askpro` crate as adapters.
 
+pub mod booking;
+pub mod catalog;
 pub mod clock;
 pub mod dedup;
 pub mod domain;
 pub mod error;
+pub mod extract;
 pub mod group;
 pub mod handlers;
 pub mod ids;
@@ -19,8 +22,10 @@ pub mod partition;
 pub mod partition_consumer;
 pub mod phone;
 pub mod pipeline;
+pub mod reconciler;
 pub mod record;
 pub mod retry;
+pub mod retry_tier;
 pub mod settings;
 pub mod store;
 pub mod tenant;

@@ -9,12 +9,14 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
+use crate::booking::Booker;
 use crate::clock::Clock;
 use crate::domain::{DedupClaim, EventRow, EventStatus};
 use crate::error::StoreError;
 use crate::handlers::{self, HandlerCtx, HandlerError};
 use crate::metrics::PipelineMetrics;
 use crate::record::{Disposition, StoredRecord};
+use crate::retry_tier::{self, RetryTopology, Route};
 use crate::settings::PipelineSettings;
 use crate::store::{ClaimRequest, StateStore};
 
@@ -37,6 +39,10 @@ pub struct Pipeline {
     pub settings: PipelineSettings,
     pub metrics: PipelineMetrics,
     pub fault: Option<Arc<dyn FaultHook>>,
+    /// Books appointments; `None` leaves them `pending_sync`.
+    pub booker: Option<Arc<Booker>>,
+    /// Where transiently failed events wait; `None` fails them at once.
+    pub retries: Option<RetryTopology>,
 }
 
 /// The ledger row of a record just taken off the log.
@@ -179,6 +185,7 @@ impl Pipeline {
             store: self.store.as_ref(),
             clock: self.clock.as_ref(),
             default_region: &self.settings.default_region,
+            booker: self.booker.as_deref(),
         };
         match handlers::handle(&ctx, record).await {
             Ok(handled) => {
@@ -194,6 +201,12 @@ impl Pipeline {
                 })
             }
             Err(HandlerError::Store(e)) if e.is_transient() => Err(e),
+            Err(HandlerError::Interrupted) => Err(StoreError::Unavailable {
+                operation: "booking (interrupted by shutdown)",
+                source: "shutdown began while waiting for the cal.com rate limit".into(),
+            }),
+            // The claim stays: a duplicate delivery meanwhile is recognised as one.
+            Err(HandlerError::Transient(error)) => self.retry_later(record, &error).await,
             Err(e) => {
                 // A permanent failure frees the key, so a corrected redelivery can succeed.
                 self.store
@@ -202,6 +215,83 @@ impl Pipeline {
                 Ok(Finished {
                     status: EventStatus::Failed,
                     error: Some(e.to_string()),
+                })
+            }
+        }
+    }
+
+    /// Sends a transiently failed record to its retry tier, or after the last tier to the
+    /// dead-letter log (the event becomes `failed`, its claim released for a replay).
+    async fn retry_later(
+        &self,
+        record: &StoredRecord,
+        error: &str,
+    ) -> Result<Finished, StoreError> {
+        let meta = &record.meta;
+        let attempt = meta.attempt();
+        let now = self.clock.now();
+        let Some(retries) = &self.retries else {
+            self.store
+                .dedup_release(meta.company_id, &meta.dedup_key, meta.event_id)
+                .await?;
+            return Ok(Finished {
+                status: EventStatus::Failed,
+                error: Some(format!("{error} (no retry tiers configured)")),
+            });
+        };
+        match retries.route(attempt) {
+            Route::Retry(tier_no, tier) => {
+                let due_at = now + to_chrono(tier.delay);
+                let copy = retry_tier::retry_copy(record, attempt + 1, due_at, error);
+                tier.log.append(vec![copy]).await.map_err(log_unavailable)?;
+                if let Some(booker) = &self.booker {
+                    let tier_label = tier_no.to_string();
+                    booker
+                        .metrics
+                        .retries_scheduled_total
+                        .with_label_values(&[tier_label.as_str()])
+                        .inc();
+                }
+                tracing::info!(
+                    company_id = %meta.company_id,
+                    event_id = %meta.event_id,
+                    attempt,
+                    tier = tier_no,
+                    due_at = %due_at,
+                    error,
+                    "event sent to retry tier"
+                );
+                Ok(Finished {
+                    status: EventStatus::Retrying,
+                    error: Some(format!(
+                        "attempt {attempt} failed: {error}; retry {} due at {}",
+                        attempt + 1,
+                        due_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                    )),
+                })
+            }
+            Route::DeadLetter(dead_letters) => {
+                let copy = retry_tier::retry_copy(record, attempt, now, error);
+                dead_letters
+                    .append(vec![copy])
+                    .await
+                    .map_err(log_unavailable)?;
+                if let Some(booker) = &self.booker {
+                    booker.metrics.dead_letters_total.inc();
+                }
+                self.store
+                    .dedup_release(meta.company_id, &meta.dedup_key, meta.event_id)
+                    .await?;
+                tracing::warn!(
+                    company_id = %meta.company_id,
+                    event_id = %meta.event_id,
+                    attempt,
+                    error,
+                    "event dead-lettered after its last retry"
+                );
+                Ok(Finished {
+                    status: EventStatus::Failed,
+                    error: Some(format!("gave up after {attempt} attempts: {error}")),
                 })
             }
         }
@@ -248,6 +338,14 @@ fn duplicate(error: String) -> Finished {
     Finished {
         status: EventStatus::Duplicate,
         error: Some(error),
+    }
+}
+
+/// A retry tier or the dead-letter log is down: like an unavailable store, wait and retry.
+fn log_unavailable(error: crate::error::LogError) -> StoreError {
+    StoreError::Unavailable {
+        operation: "append to a retry tier",
+        source: Box::new(error),
     }
 }
 

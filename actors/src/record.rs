@@ -76,6 +76,27 @@ pub struct RecordMeta {
     /// Id of the secret that verified the signature (`global` for the account-level secret).
     pub secret_id: String,
     pub disposition: Disposition,
+    /// Set on a copy of the record sent to a retry tier (and forwarded back from it) or to the
+    /// dead-letter log; `None` on a first delivery.
+    pub retry: Option<RetryMeta>,
+}
+
+/// Why and when a record is being run again.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetryMeta {
+    /// The attempt this copy is (2 for the first retry).
+    pub attempt: u32,
+    /// Not to be processed before this instant.
+    pub due_at: DateTime<Utc>,
+    /// The failure that caused the retry (or, in the dead-letter log, the last one).
+    pub last_error: String,
+}
+
+impl RecordMeta {
+    /// The attempt a record represents: 1 for a first delivery.
+    pub fn attempt(&self) -> u32 {
+        self.retry.as_ref().map_or(1, |r| r.attempt)
+    }
 }
 
 /// Header names, as they appear on the wire.
@@ -90,6 +111,9 @@ pub mod header {
     pub const SECRET_ID: &str = "askpro-secret-id";
     pub const DISPOSITION: &str = "askpro-disposition";
     pub const REASON: &str = "askpro-reason";
+    pub const ATTEMPT: &str = "askpro-attempt";
+    pub const DUE_AT: &str = "askpro-due-at";
+    pub const LAST_ERROR: &str = "askpro-last-error";
 }
 
 /// A header that is missing or malformed in a stored record.
@@ -125,6 +149,14 @@ impl RecordMeta {
         ];
         if let Some(reason) = reason {
             headers.push((header::REASON, reason));
+        }
+        if let Some(retry) = &self.retry {
+            headers.push((header::ATTEMPT, retry.attempt.to_string()));
+            headers.push((
+                header::DUE_AT,
+                retry.due_at.to_rfc3339_opts(SecondsFormat::Millis, true),
+            ));
+            headers.push((header::LAST_ERROR, retry.last_error.clone()));
         }
         headers
     }
@@ -187,8 +219,41 @@ impl RecordMeta {
                 .map_err(|e| bad(header::CORRELATION_ID, &e))?,
             secret_id: get(header::SECRET_ID)?.to_owned(),
             disposition,
+            retry: retry_from(&found)?,
         })
     }
+}
+
+/// The retry headers, all or none.
+fn retry_from(
+    found: &std::collections::HashMap<&str, &str>,
+) -> Result<Option<RetryMeta>, HeaderError> {
+    let Some(attempt) = found.get(header::ATTEMPT) else {
+        return Ok(None);
+    };
+    let attempt = attempt.parse().map_err(|e| HeaderError {
+        name: header::ATTEMPT,
+        problem: format!("{e}"),
+    })?;
+    let due_at = found.get(header::DUE_AT).ok_or(HeaderError {
+        name: header::DUE_AT,
+        problem: "missing (askpro-attempt is set)".into(),
+    })?;
+    let due_at = DateTime::parse_from_rfc3339(due_at)
+        .map_err(|e| HeaderError {
+            name: header::DUE_AT,
+            problem: e.to_string(),
+        })?
+        .with_timezone(&Utc);
+    let last_error = found
+        .get(header::LAST_ERROR)
+        .map(|s| (*s).to_owned())
+        .unwrap_or_default();
+    Ok(Some(RetryMeta {
+        attempt,
+        due_at,
+        last_error,
+    }))
 }
 
 /// A record to append. The key is always the tenant, so one tenant's events share a
@@ -232,6 +297,7 @@ mod tests {
             correlation_id: Uuid::now_v7(),
             secret_id: "sec_1".into(),
             disposition,
+            retry: None,
         }
     }
 
@@ -248,6 +314,22 @@ mod tests {
                 RecordMeta::from_headers(headers.iter().map(|(k, v)| (*k, v.as_bytes()))).unwrap();
             assert_eq!(back, meta);
         }
+    }
+
+    #[test]
+    fn retry_headers_round_trip() {
+        let mut meta = sample(Disposition::Accept);
+        meta.retry = Some(RetryMeta {
+            attempt: 3,
+            due_at: meta.received_at + chrono::Duration::seconds(60),
+            last_error: "cal.com transient failure: 503".into(),
+        });
+        let headers = meta.to_headers();
+        let back =
+            RecordMeta::from_headers(headers.iter().map(|(k, v)| (*k, v.as_bytes()))).unwrap();
+        assert_eq!(back, meta);
+        assert_eq!(back.attempt(), 3);
+        assert_eq!(sample(Disposition::Accept).attempt(), 1);
     }
 
     #[test]

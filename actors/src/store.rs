@@ -6,13 +6,15 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
+use crate::catalog::{Assignment, Customer, DefaultService, Service, Staff};
 use crate::domain::{
-    Appointment, Branch, Call, Company, DedupClaim, DedupEntry, EventRow, EventStatus, PhoneRoute,
-    Secret,
+    Appointment, AppointmentStatus, Branch, Call, Company, DedupClaim, DedupEntry, EventRow,
+    EventStatus, PhoneRoute, Secret,
 };
 use crate::error::StoreError;
 use crate::ids::{BranchId, CompanyId, EventId};
 use crate::record::Provider;
+use uuid::Uuid;
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
@@ -44,6 +46,14 @@ pub trait StateStore: Send + Sync + 'static {
     async fn branches(&self, company_id: CompanyId) -> StoreResult<Vec<Branch>>;
     /// Global pointer lookup: which tenant and branch own an E.164 number.
     async fn resolve_phone(&self, e164: &str) -> StoreResult<Option<PhoneRoute>>;
+    /// Replaces an existing branch (same company and id). A changed phone moves the branch's
+    /// entry in the global phone index: [`StoreError::Conflict`] if another branch owns the
+    /// new number, [`StoreError::NotFound`] if the branch does not exist. Bumps
+    /// [`StateStore::routing_version`].
+    async fn update_branch(&self, branch: &Branch) -> StoreResult<()>;
+    /// A number that changes whenever phone routing may have changed (a branch created or
+    /// updated). Routing caches compare it to drop stale entries across processes.
+    async fn routing_version(&self) -> StoreResult<u64>;
 
     async fn add_secret(&self, secret: &Secret) -> StoreResult<()>;
     async fn secrets(&self, company_id: CompanyId, provider: Provider) -> StoreResult<Vec<Secret>>;
@@ -54,6 +64,34 @@ pub trait StateStore: Send + Sync + 'static {
         provider: Provider,
         id: &str,
     ) -> StoreResult<bool>;
+
+    // ---- catalog: services, staff, customers -----------------------------------------------
+    async fn create_service(&self, service: &Service) -> StoreResult<()>;
+    async fn service(&self, company_id: CompanyId, id: Uuid) -> StoreResult<Option<Service>>;
+    /// A company's services, oldest first.
+    async fn services(&self, company_id: CompanyId) -> StoreResult<Vec<Service>>;
+    /// Returns the branch's first active service ([`Service::offered_at`]) or, when it has
+    /// none, creates `candidate` together with an assignment for every active staff member of
+    /// the branch, atomically. Concurrent calls for one branch create exactly one service.
+    async fn ensure_default_service(
+        &self,
+        branch: &Branch,
+        candidate: &Service,
+    ) -> StoreResult<DefaultService>;
+
+    async fn create_staff(&self, staff: &Staff) -> StoreResult<()>;
+    /// A company's staff, oldest first.
+    async fn staff(&self, company_id: CompanyId) -> StoreResult<Vec<Staff>>;
+    /// Idempotent; [`StoreError::NotFound`] if the staff member or service is not the
+    /// company's.
+    async fn assign(&self, assignment: &Assignment) -> StoreResult<()>;
+    async fn assignments(&self, company_id: CompanyId) -> StoreResult<Vec<Assignment>>;
+
+    /// With a phone: the company's customer with that phone (filling in a missing name or
+    /// email from `candidate`), or `candidate` inserted. Without a phone: `candidate` inserted
+    /// unless its id exists (callers derive it from the call, so a rerun finds it).
+    async fn upsert_customer(&self, candidate: &Customer) -> StoreResult<Customer>;
+    async fn customer(&self, company_id: CompanyId, id: Uuid) -> StoreResult<Option<Customer>>;
 
     // ---- event ledger --------------------------------------------------------------------
     /// Inserts ledger rows that do not exist yet (by tenant and id); existing rows are kept,
@@ -109,15 +147,34 @@ pub trait StateStore: Send + Sync + 'static {
     async fn upsert_call(&self, call: &Call) -> StoreResult<bool>;
     async fn call(&self, company_id: CompanyId, call_id: &str) -> StoreResult<Option<Call>>;
 
-    /// Writes the appointment (keyed by tenant and `calcom_uid` when set, else by id) unless
-    /// the stored one has a higher `version`. Returns whether it applied.
+    /// Writes the appointment (keyed by tenant and `id`) unless the stored one has a higher
+    /// `version`, and keeps its lookups by Cal.com uid and by idempotency key. Returns whether
+    /// it applied.
     async fn upsert_appointment(&self, appointment: &Appointment) -> StoreResult<bool>;
+    async fn appointment(
+        &self,
+        company_id: CompanyId,
+        id: Uuid,
+    ) -> StoreResult<Option<Appointment>>;
     async fn appointment_by_calcom_uid(
         &self,
         company_id: CompanyId,
         uid: &str,
     ) -> StoreResult<Option<Appointment>>;
+    async fn appointment_by_key(
+        &self,
+        company_id: CompanyId,
+        idempotency_key: &str,
+    ) -> StoreResult<Option<Appointment>>;
+    /// A tenant's appointments, oldest (`created_at`) first.
     async fn appointments(&self, company_id: CompanyId) -> StoreResult<Vec<Appointment>>;
+    /// A tenant's appointments in one status, oldest (`created_at`) first, at most `limit`.
+    async fn appointments_by_status(
+        &self,
+        company_id: CompanyId,
+        status: AppointmentStatus,
+        limit: usize,
+    ) -> StoreResult<Vec<Appointment>>;
 
     // ---- durability and health -----------------------------------------------------------
     /// A durability barrier: once it returns, every write made before it survives power loss.

@@ -49,6 +49,9 @@ pub enum BranchCmd {
         /// IANA time zone of the branch.
         #[arg(long, default_value = "Europe/Berlin")]
         timezone: String,
+        /// The Retell agent that answers this branch's calls.
+        #[arg(long, value_name = "AGENT_ID")]
+        agent_id: Option<String>,
         /// Print one JSON document (for scripts) instead of text.
         #[arg(long)]
         json: bool,
@@ -62,6 +65,10 @@ pub enum BranchCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Connect a branch to Cal.com (its API key and event type); the key is never printed.
+    SetCalcom(super::catalog::SetCalcomArgs),
+    /// Change a branch's phone number, Retell agent, name or time zone.
+    Update(super::catalog::UpdateBranchArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -152,9 +159,11 @@ pub async fn branch(config: &Config, cmd: BranchCmd) -> Result<()> {
             name,
             phone: raw_phone,
             timezone,
+            agent_id,
             json,
         } => {
             require_company(store.as_ref(), company).await?;
+            let agent_id = super::catalog::agent_id(agent_id)?;
             let e164 = phone::normalize(&raw_phone, &config.phone.default_region)
                 .with_context(|| format!("--phone {raw_phone:?}"))?;
             if timezone.parse::<chrono_tz::Tz>().is_err() {
@@ -166,6 +175,8 @@ pub async fn branch(config: &Config, cmd: BranchCmd) -> Result<()> {
                 name,
                 phone: e164,
                 timezone,
+                retell_agent_id: agent_id,
+                calcom: None,
                 created_at: chrono::Utc::now(),
             };
             store.create_branch(&branch).await?;
@@ -178,12 +189,19 @@ pub async fn branch(config: &Config, cmd: BranchCmd) -> Result<()> {
         }
         BranchCmd::List { company, json } => {
             let branches = store.branches(company).await?;
-            emit(json, &branches, |list| {
-                list.iter()
+            // The Cal.com API key never leaves the store in clear.
+            let shown: Vec<_> = branches.iter().map(super::catalog::shown_branch).collect();
+            emit(json, &shown, |_| {
+                branches
+                    .iter()
                     .map(|b| format!("{}  {}  {}  {}", b.id, b.phone, b.timezone, b.name))
                     .collect::<Vec<_>>()
                     .join("\n")
             })
+        }
+        BranchCmd::SetCalcom(args) => super::catalog::set_calcom(store.as_ref(), args).await,
+        BranchCmd::Update(args) => {
+            super::catalog::update_branch(config, store.as_ref(), args).await
         }
     }
 }
@@ -267,13 +285,17 @@ pub async fn loadgen(config: &Config, cmd: LoadgenCmd) -> Result<()> {
             .map(|_| crate::loadgen::LoadTenant {
                 company_id: CompanyId::new(),
                 secret: format!("throwaway-{}", uuid::Uuid::now_v7().simple()),
+                phone: None,
             })
             .collect()
     } else {
         let store = crate::app::open_store(config)?;
         let prefix = format!("loadgen-{}", chrono::Utc::now().format("%Y%m%dT%H%M%S"));
-        let tenants =
+        let mut tenants =
             crate::loadgen::provision_tenants(store.as_ref(), cmd.args.tenants, &prefix).await?;
+        if cmd.args.scenario == crate::loadgen::Scenario::Inbound {
+            crate::loadgen::provision_branches(store.as_ref(), &mut tenants).await?;
+        }
         eprintln!(
             "provisioned {} tenants in {} (prefix {prefix})",
             tenants.len(),

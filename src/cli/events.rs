@@ -1,4 +1,4 @@
-//! `askpro events list|show`: the event ledger.
+//! `askpro events list|show|replay`: the event ledger.
 
 use anyhow::{bail, Result};
 use askpro_actors::domain::{EventRow, EventStatus};
@@ -29,6 +29,30 @@ pub enum EventsCmd {
     /// Show one event, including its raw body.
     Show {
         id: EventId,
+        /// Print one JSON document (for scripts) instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run events again: one by id, or a company's events in one status (default: failed).
+    ///
+    /// The stored raw body goes back onto the log under the same event id, so it is safe
+    /// under dedup: an event that was processed stays a no-op, and a booking that already
+    /// exists is found, never made twice. Rejected and unrouted events cannot be replayed
+    /// (they never passed validation or routing; fix the sender instead).
+    #[command(verbatim_doc_comment)]
+    Replay {
+        /// The event to replay (or use --company with --status).
+        #[arg(required_unless_present = "company", conflicts_with_all = ["company", "status"])]
+        id: Option<EventId>,
+        /// Replay this company's events in --status.
+        #[arg(long, value_name = "ID")]
+        company: Option<CompanyId>,
+        /// Which events of --company to replay.
+        #[arg(long, value_parser = parse_status, default_value = "failed")]
+        status: Option<EventStatus>,
+        /// At most this many events.
+        #[arg(long, default_value_t = 1000)]
+        limit: usize,
         /// Print one JSON document (for scripts) instead of text.
         #[arg(long)]
         json: bool,
@@ -66,6 +90,24 @@ pub async fn run(config: &Config, cmd: EventsCmd) -> Result<()> {
                     .collect::<Vec<_>>()
                     .join("\n")
             })
+        }
+        EventsCmd::Replay {
+            id,
+            company,
+            status,
+            limit,
+            json,
+        } => {
+            let rows = match (id, company) {
+                (Some(id), _) => match store.find_event(id).await? {
+                    Some(row) => vec![row],
+                    None => bail!("no event {id}"),
+                },
+                (None, Some(company)) => store.events(company, status, limit).await?,
+                (None, None) => bail!("give an event id, or --company ID [--status S]"),
+            };
+            let report = super::replay::replay(config, store.as_ref(), rows).await?;
+            emit(json, &report, super::replay::describe)
         }
         EventsCmd::Show { id, json } => {
             let Some(row) = store.find_event(id).await? else {

@@ -2,8 +2,11 @@
 //! one JSON document with `--json`; `--config` and `--data-dir` work in any position.
 
 mod admin;
+mod catalog;
 mod events;
+mod fake;
 mod output;
+mod replay;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -78,6 +81,15 @@ pub enum Command {
     /// Manage webhook signing secrets (several may be active: rotation).
     #[command(subcommand)]
     Secret(admin::SecretCmd),
+    /// Manage the services a company offers.
+    #[command(subcommand)]
+    Service(catalog::ServiceCmd),
+    /// Manage staff members and which services they perform.
+    #[command(subcommand)]
+    Staff(catalog::StaffCmd),
+    /// Inspect appointments.
+    #[command(subcommand)]
+    Appointments(catalog::AppointmentsCmd),
     /// Inspect the event ledger.
     #[command(subcommand)]
     Events(events::EventsCmd),
@@ -89,6 +101,10 @@ pub enum Command {
         #[arg(long, default_value = "127.0.0.1:8099")]
         listen: SocketAddr,
     },
+    /// Run a fake Cal.com (API v2 bookings and slots) with fault injection, for demos and tests.
+    FakeCalcom(fake::FakeCalcomArgs),
+    /// Time cached call_inbound resolutions in a throwaway store (p50/p99/p99.9 in ns).
+    BenchResolver(crate::routing::BenchResolverArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -135,9 +151,21 @@ pub async fn main() -> Result<()> {
         Command::Company(cmd) => admin::company(&config, cmd).await,
         Command::Branch(cmd) => admin::branch(&config, cmd).await,
         Command::Secret(cmd) => admin::secret(&config, cmd).await,
+        Command::Service(cmd) => catalog::service(&config, cmd).await,
+        Command::Staff(cmd) => catalog::staff(&config, cmd).await,
+        Command::Appointments(cmd) => catalog::appointments(&config, cmd).await,
         Command::Events(cmd) => events::run(&config, cmd).await,
         Command::Loadgen(cmd) => admin::loadgen(&config, cmd).await,
         Command::BenchServer { listen } => bench_server(listen).await,
+        Command::FakeCalcom(args) => fake::run(args).await,
+        Command::BenchResolver(args) => {
+            let report = crate::routing::bench_resolver(&args).await?;
+            match args.json {
+                true => println!("{}", serde_json::to_string_pretty(&report)?),
+                false => println!("{}", report.render_text()),
+            }
+            Ok(())
+        }
     }
 }
 

@@ -59,12 +59,18 @@ impl EmbeddedLog {
     /// Opens (or creates) `dir/log.db` with `partitions` partitions. The count is fixed at the
     /// first open: tenants hash onto partitions, so a different count is refused.
     pub fn open(dir: &Path, partitions: u32) -> Result<Self, LogError> {
+        Self::open_file(dir, LOG_FILE, partitions)
+    }
+
+    /// Opens (or creates) another log in `dir` (a retry tier or the dead-letter log), like a
+    /// second Kafka topic: same layout, its own offsets and consumer groups.
+    pub fn open_file(dir: &Path, file: &str, partitions: u32) -> Result<Self, LogError> {
         if partitions == 0 {
             return Err(LogError::Invalid(
                 "the log needs at least one partition".into(),
             ));
         }
-        let db = Db::open(dir, LOG_FILE, Synchronous::Full, migrate::LOG).map_err(open_error)?;
+        let db = Db::open(dir, file, Synchronous::Full, migrate::LOG).map_err(open_error)?;
         let ends = {
             let mut conn = db.writer();
             check_partition_count(&mut conn, dir, partitions)?;
@@ -76,7 +82,7 @@ impl EmbeddedLog {
                     db.path().display()
                 )))?
         };
-        tracing::info!(dir = %dir.display(), partitions, "opened embedded log");
+        tracing::info!(dir = %dir.display(), file, partitions, "opened embedded log");
         Ok(EmbeddedLog {
             inner: Arc::new(Inner {
                 db,

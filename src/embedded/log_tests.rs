@@ -22,6 +22,7 @@ fn record(company: CompanyId, body: &str) -> LogRecord {
             correlation_id: Uuid::now_v7(),
             secret_id: "sec_1".into(),
             disposition: Disposition::Accept,
+            retry: None,
         },
         value: Bytes::from(body.to_owned()),
     }

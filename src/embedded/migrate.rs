@@ -25,14 +25,24 @@ pub(crate) const LOG: &[Migration] = &[Migration {
 }];
 
 /// Migrations of `state.db`, in order.
-pub(crate) const STATE: &[Migration] = &[Migration {
-    version: 1,
-    name: "init",
-    sql: include_str!(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/schemas/sql/state/0001_init.sql"
-    )),
-}];
+pub(crate) const STATE: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "init",
+        sql: include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/schemas/sql/state/0001_init.sql"
+        )),
+    },
+    Migration {
+        version: 2,
+        name: "catalog",
+        sql: include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/schemas/sql/state/0002_catalog.sql"
+        )),
+    },
+];
 
 /// Why a database could not be brought to the current schema.
 #[derive(Debug, thiserror::Error)]

@@ -10,6 +10,7 @@ mod migrate;
 mod retention;
 mod sqlite;
 mod store;
+mod store_catalog_sql;
 mod store_rows;
 mod store_sql;
 mod writer;

@@ -8,14 +8,15 @@
 //! (lists, the ledger with payloads) still run on the blocking pool.
 //!
 //! Orderings the trait leaves open: companies and branches oldest first, secrets newest first,
-//! appointments by start time. Timestamps keep millisecond precision (as in CQL).
+//! assignments by (staff, service) id. Timestamps keep millisecond precision (as in CQL).
 
 use std::path::Path;
 use std::sync::Arc;
 
+use askpro_actors::catalog::{Assignment, Customer, DefaultService, Service, Staff};
 use askpro_actors::domain::{
-    Appointment, Branch, Call, Company, DedupClaim, DedupEntry, EventRow, EventStatus, PhoneRoute,
-    Secret,
+    Appointment, AppointmentStatus, Branch, Call, Company, DedupClaim, DedupEntry, EventRow,
+    EventStatus, PhoneRoute, Secret,
 };
 use askpro_actors::error::StoreError;
 use askpro_actors::ids::{BranchId, CompanyId, EventId};
@@ -24,6 +25,7 @@ use askpro_actors::store::{ClaimRequest, StateStore, StoreResult};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension};
+use uuid::Uuid;
 
 use super::migrate;
 use super::sqlite::{self, Db, Synchronous};
@@ -205,6 +207,14 @@ impl StateStore for EmbeddedStore {
         })
     }
 
+    async fn update_branch(&self, branch: &Branch) -> StoreResult<()> {
+        self.update_branch_impl(branch).await
+    }
+
+    async fn routing_version(&self) -> StoreResult<u64> {
+        self.routing_version_impl()
+    }
+
     async fn add_secret(&self, secret: &Secret) -> StoreResult<()> {
         let s = secret.clone();
         self.write("add_secret", "secrets", move |conn| {
@@ -235,6 +245,50 @@ impl StateStore for EmbeddedStore {
             sql::remove_secret(conn, company_id, provider, &id)
         })
         .await
+    }
+
+    async fn create_service(&self, service: &Service) -> StoreResult<()> {
+        self.create_service_impl(service).await
+    }
+
+    async fn service(&self, company_id: CompanyId, id: Uuid) -> StoreResult<Option<Service>> {
+        self.service_impl(company_id, id)
+    }
+
+    async fn services(&self, company_id: CompanyId) -> StoreResult<Vec<Service>> {
+        self.services_impl(company_id).await
+    }
+
+    async fn ensure_default_service(
+        &self,
+        branch: &Branch,
+        candidate: &Service,
+    ) -> StoreResult<DefaultService> {
+        self.ensure_default_service_impl(branch, candidate).await
+    }
+
+    async fn create_staff(&self, staff: &Staff) -> StoreResult<()> {
+        self.create_staff_impl(staff).await
+    }
+
+    async fn staff(&self, company_id: CompanyId) -> StoreResult<Vec<Staff>> {
+        self.staff_impl(company_id).await
+    }
+
+    async fn assign(&self, assignment: &Assignment) -> StoreResult<()> {
+        self.assign_impl(assignment).await
+    }
+
+    async fn assignments(&self, company_id: CompanyId) -> StoreResult<Vec<Assignment>> {
+        self.assignments_impl(company_id).await
+    }
+
+    async fn upsert_customer(&self, candidate: &Customer) -> StoreResult<Customer> {
+        self.upsert_customer_impl(candidate).await
+    }
+
+    async fn customer(&self, company_id: CompanyId, id: Uuid) -> StoreResult<Option<Customer>> {
+        self.customer_impl(company_id, id)
     }
 
     async fn record_events(&self, rows: &[EventRow]) -> StoreResult<()> {
@@ -386,11 +440,16 @@ impl StateStore for EmbeddedStore {
     }
 
     async fn upsert_appointment(&self, appointment: &Appointment) -> StoreResult<bool> {
-        let a = appointment.clone();
-        self.write("upsert_appointment", "appointments", move |conn| {
-            sql::upsert_appointment(conn, &a)
-        })
-        .await
+        self.upsert_appointment_impl(appointment).await
+    }
+
+    async fn appointment(
+        &self,
+        company_id: CompanyId,
+        id: Uuid,
+    ) -> StoreResult<Option<Appointment>> {
+        let id = id.to_string();
+        self.appointment_by("appointment", "appointment_id", company_id, &id)
     }
 
     async fn appointment_by_calcom_uid(
@@ -398,29 +457,28 @@ impl StateStore for EmbeddedStore {
         company_id: CompanyId,
         uid: &str,
     ) -> StoreResult<Option<Appointment>> {
-        let query = format!(
-            "SELECT {} FROM appointments WHERE company_id = ?1 AND calcom_uid = ?2",
-            rows::APPOINTMENT_COLS
-        );
-        let args = (company_id.to_string(), uid);
-        let map = rows::appointment;
-        self.one(
-            "appointment_by_calcom_uid",
-            "appointments",
-            &query,
-            args,
-            map,
-        )
+        self.appointment_by("appointment_by_calcom_uid", "calcom_uid", company_id, uid)
+    }
+
+    async fn appointment_by_key(
+        &self,
+        company_id: CompanyId,
+        key: &str,
+    ) -> StoreResult<Option<Appointment>> {
+        self.appointment_by("appointment_by_key", "idempotency_key", company_id, key)
     }
 
     async fn appointments(&self, company_id: CompanyId) -> StoreResult<Vec<Appointment>> {
-        let query = format!(
-            "SELECT {} FROM appointments WHERE company_id = ?1 ORDER BY start_at, appointment_id",
-            rows::APPOINTMENT_COLS
-        );
-        let args = [company_id.to_string()];
-        let map = rows::appointment;
-        self.many("appointments", "appointments", query, args, map)
+        self.appointments_impl(company_id).await
+    }
+
+    async fn appointments_by_status(
+        &self,
+        company_id: CompanyId,
+        status: AppointmentStatus,
+        limit: usize,
+    ) -> StoreResult<Vec<Appointment>> {
+        self.appointments_by_status_impl(company_id, status, limit)
             .await
     }
 
@@ -441,6 +499,9 @@ impl StateStore for EmbeddedStore {
         })
     }
 }
+
+#[path = "store_catalog.rs"]
+mod catalog;
 
 #[cfg(test)]
 #[path = "store_tests.rs"]

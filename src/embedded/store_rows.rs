@@ -4,10 +4,12 @@
 use std::fmt::Display;
 use std::str::FromStr;
 
+use askpro_actors::catalog::{Customer, Service, Staff};
 use askpro_actors::domain::{Appointment, Branch, Call, Company, DedupEntry, EventRow, Secret};
 use askpro_actors::error::StoreError;
 use chrono::{DateTime, Utc};
 use rusqlite::Row;
+use serde::de::DeserializeOwned;
 
 use super::sqlite::{classify, decode_error, ErrorClass};
 
@@ -108,7 +110,8 @@ pub(super) fn company(r: &Row<'_>) -> rusqlite::Result<Company> {
     })
 }
 
-pub(super) const BRANCH_COLS: &str = "company_id, branch_id, name, phone, timezone, created_at";
+pub(super) const BRANCH_COLS: &str =
+    "company_id, branch_id, name, phone, timezone, created_at, retell_agent_id, calcom";
 
 pub(super) fn branch(r: &Row<'_>) -> rusqlite::Result<Branch> {
     Ok(Branch {
@@ -118,7 +121,26 @@ pub(super) fn branch(r: &Row<'_>) -> rusqlite::Result<Branch> {
         phone: r.get(3)?,
         timezone: r.get(4)?,
         created_at: ts(r, 5)?,
+        retell_agent_id: r.get(6)?,
+        calcom: opt_json(r, 7)?,
     })
+}
+
+/// A JSON text column (`None` when NULL). The error names the column but never quotes the
+/// text: the branch's Cal.com config carries an API key.
+fn opt_json<T: DeserializeOwned>(row: &Row<'_>, idx: usize) -> rusqlite::Result<Option<T>> {
+    match row.get::<_, Option<String>>(idx)? {
+        None => Ok(None),
+        Some(text) => serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| decode_error(idx, format!("invalid JSON: {e}"))),
+    }
+}
+
+/// Encodes a value for a JSON text column. Serializing these plain structs cannot fail in
+/// practice; if it ever did, the write fails instead of storing a lie.
+pub(super) fn to_json<T: serde::Serialize>(value: &T) -> rusqlite::Result<String> {
+    serde_json::to_string(value).map_err(|e| rusqlite::Error::ToSqlConversionFailure(e.into()))
 }
 
 pub(super) const SECRET_COLS: &str = "company_id, provider, secret_id, value, created_at";
@@ -195,7 +217,8 @@ pub(super) fn call(r: &Row<'_>) -> rusqlite::Result<Call> {
 
 pub(super) const APPOINTMENT_COLS: &str = "company_id, appointment_id, calcom_uid, branch_id, \
     status, start_at, end_at, title, attendee_name, attendee_email, attendee_phone, \
-    rescheduled_to_uid, source_event, version, updated_at";
+    rescheduled_to_uid, source_event, version, updated_at, service_id, customer_id, timezone, \
+    idempotency_key, sync_attempts, last_error, created_at";
 
 pub(super) fn appointment(r: &Row<'_>) -> rusqlite::Result<Appointment> {
     Ok(Appointment {
@@ -214,5 +237,59 @@ pub(super) fn appointment(r: &Row<'_>) -> rusqlite::Result<Appointment> {
         source_event: parsed(r, 12)?,
         version: r.get(13)?,
         updated_at: ts(r, 14)?,
+        service_id: opt_parsed(r, 15)?,
+        customer_id: opt_parsed(r, 16)?,
+        timezone: r.get(17)?,
+        idempotency_key: r.get(18)?,
+        sync_attempts: r.get(19)?,
+        last_error: r.get(20)?,
+        created_at: ts(r, 21)?,
+    })
+}
+
+pub(super) const SERVICE_COLS: &str = "company_id, service_id, branch_id, name, \
+    duration_minutes, price_cents, currency, calcom_event_type_id, active, metadata, created_at";
+
+pub(super) fn service(r: &Row<'_>) -> rusqlite::Result<Service> {
+    Ok(Service {
+        company_id: parsed(r, 0)?,
+        id: parsed(r, 1)?,
+        branch_id: opt_parsed(r, 2)?,
+        name: r.get(3)?,
+        duration_minutes: r.get(4)?,
+        price_cents: r.get(5)?,
+        currency: r.get(6)?,
+        calcom_event_type_id: r.get(7)?,
+        active: r.get(8)?,
+        metadata: opt_json(r, 9)?.unwrap_or_default(),
+        created_at: ts(r, 10)?,
+    })
+}
+
+pub(super) const STAFF_COLS: &str =
+    "company_id, staff_id, branch_id, name, email, active, created_at";
+
+pub(super) fn staff(r: &Row<'_>) -> rusqlite::Result<Staff> {
+    Ok(Staff {
+        company_id: parsed(r, 0)?,
+        id: parsed(r, 1)?,
+        branch_id: opt_parsed(r, 2)?,
+        name: r.get(3)?,
+        email: r.get(4)?,
+        active: r.get(5)?,
+        created_at: ts(r, 6)?,
+    })
+}
+
+pub(super) const CUSTOMER_COLS: &str = "company_id, customer_id, name, phone, email, created_at";
+
+pub(super) fn customer(r: &Row<'_>) -> rusqlite::Result<Customer> {
+    Ok(Customer {
+        company_id: parsed(r, 0)?,
+        id: parsed(r, 1)?,
+        name: r.get(2)?,
+        phone: r.get(3)?,
+        email: r.get(4)?,
+        created_at: ts(r, 5)?,
     })
 }

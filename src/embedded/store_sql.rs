@@ -4,9 +4,7 @@
 //! multi-statement write atomic and rolls back just that write when it returns an error.
 //! Every statement goes through `prepare_cached`, so SQL is parsed once per connection.
 
-use askpro_actors::domain::{
-    Appointment, Branch, Call, Company, DedupClaim, EventRow, EventStatus, PhoneRoute,
-};
+use askpro_actors::domain::{Branch, Call, Company, DedupClaim, EventRow, EventStatus, PhoneRoute};
 use askpro_actors::error::StoreError;
 use askpro_actors::ids::{CompanyId, EventId};
 use askpro_actors::record::Provider;
@@ -60,7 +58,8 @@ pub(super) fn create_branch(conn: &Connection, b: &Branch) -> Res<()> {
     }
     let inserted = conn
         .prepare_cached(&format!(
-            "INSERT INTO branches ({}) VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
+            "INSERT INTO branches ({}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+             ON CONFLICT DO NOTHING",
             rows::BRANCH_COLS
         ))?
         .execute(params![
@@ -69,7 +68,9 @@ pub(super) fn create_branch(conn: &Connection, b: &Branch) -> Res<()> {
             b.name,
             b.phone,
             b.timezone,
-            ms(b.created_at)
+            ms(b.created_at),
+            b.retell_agent_id,
+            b.calcom.as_ref().map(rows::to_json).transpose()?,
         ])?;
     if inserted == 0 {
         return Err(StoreError::Conflict(format!(
@@ -82,7 +83,7 @@ pub(super) fn create_branch(conn: &Connection, b: &Branch) -> Res<()> {
         "INSERT INTO phone_routes (phone, company_id, branch_id) VALUES (?1, ?2, ?3)",
     )?
     .execute(params![b.phone, b.company_id.to_string(), b.id.to_string()])?;
-    Ok(())
+    super::store_catalog_sql::bump_routing_version(conn)
 }
 
 pub(super) fn resolve_phone(conn: &Connection, e164: &str) -> Res<Option<PhoneRoute>> {
@@ -367,86 +368,6 @@ pub(super) fn upsert_call(conn: &Connection, c: &Call) -> Res<bool> {
             ms(c.updated_at),
         ])?;
     Ok(changed == 1)
-}
-
-/// The stored row an appointment write targets: (id, calcom_uid, version).
-type Target = (String, Option<String>, i64);
-
-fn appointment_target(conn: &Connection, a: &Appointment) -> Res<Option<Target>> {
-    let company = a.company_id.to_string();
-    let read = |r: &rusqlite::Row<'_>| Ok((r.get(0)?, r.get(1)?, r.get(2)?));
-    if let Some(uid) = &a.calcom_uid {
-        let by_uid = conn
-            .prepare_cached(
-                "SELECT appointment_id, calcom_uid, version FROM appointments
-                 WHERE company_id = ?1 AND calcom_uid = ?2",
-            )?
-            .query_row([&company, uid], read)
-            .optional()?;
-        if by_uid.is_some() {
-            return Ok(by_uid);
-        }
-    }
-    // No row with that uid: the same appointment may exist by id (booked by us before Cal.com
-    // gave it a uid).
-    let by_id: Option<Target> = conn
-        .prepare_cached(
-            "SELECT appointment_id, calcom_uid, version FROM appointments
-             WHERE company_id = ?1 AND appointment_id = ?2",
-        )?
-        .query_row([&company, &a.id.to_string()], read)
-        .optional()?;
-    if let (Some((id, Some(stored), _)), Some(new)) = (&by_id, &a.calcom_uid) {
-        return Err(StoreError::Conflict(format!(
-            "appointment {id} of company {} has calcom uid {stored}, not {new}",
-            a.company_id
-        ))
-        .into());
-    }
-    Ok(by_id)
-}
-
-/// Writes the appointment unless the stored one is newer; an update keeps the stored id
-/// (and the stored uid when the new row has none).
-pub(super) fn upsert_appointment(conn: &Connection, a: &Appointment) -> Res<bool> {
-    let target = appointment_target(conn, a)?;
-    let id = match target {
-        Some((_, _, version)) if version > a.version => return Ok(false),
-        Some((id, _, _)) => id,
-        None => a.id.to_string(),
-    };
-    conn.prepare_cached(&format!(
-        "INSERT INTO appointments ({}) VALUES \
-         (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15) \
-         ON CONFLICT (company_id, appointment_id) DO UPDATE SET \
-         calcom_uid = COALESCE(excluded.calcom_uid, appointments.calcom_uid), \
-         branch_id = excluded.branch_id, status = excluded.status, \
-         start_at = excluded.start_at, end_at = excluded.end_at, title = excluded.title, \
-         attendee_name = excluded.attendee_name, attendee_email = excluded.attendee_email, \
-         attendee_phone = excluded.attendee_phone, \
-         rescheduled_to_uid = excluded.rescheduled_to_uid, \
-         source_event = excluded.source_event, version = excluded.version, \
-         updated_at = excluded.updated_at",
-        rows::APPOINTMENT_COLS
-    ))?
-    .execute(params![
-        a.company_id.to_string(),
-        id,
-        a.calcom_uid,
-        a.branch_id.map(|b| b.to_string()),
-        a.status.as_str(),
-        opt_ms(a.start_at),
-        opt_ms(a.end_at),
-        a.title,
-        a.attendee_name,
-        a.attendee_email,
-        a.attendee_phone,
-        a.rescheduled_to_uid,
-        a.source_event.to_string(),
-        a.version,
-        ms(a.updated_at),
-    ])?;
-    Ok(true)
 }
 
 /// The write of a durability barrier (`sync()`).

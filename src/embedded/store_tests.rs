@@ -25,6 +25,8 @@ fn appointment(company_id: CompanyId, uid: Option<&str>, version: i64) -> Appoin
         id: Uuid::now_v7(),
         calcom_uid: uid.map(str::to_owned),
         branch_id: None,
+        service_id: None,
+        customer_id: None,
         status: AppointmentStatus::Scheduled,
         start_at: Some(at(3_600_000)),
         end_at: None,
@@ -32,9 +34,14 @@ fn appointment(company_id: CompanyId, uid: Option<&str>, version: i64) -> Appoin
         attendee_name: None,
         attendee_email: None,
         attendee_phone: None,
+        timezone: None,
         rescheduled_to_uid: None,
+        idempotency_key: None,
+        sync_attempts: 0,
+        last_error: None,
         source_event: EventId::new(),
         version,
+        created_at: at(0),
         updated_at: at(version),
     }
 }
@@ -208,4 +215,60 @@ async fn a_busy_database_is_unavailable_not_a_conflict() {
     assert!(err.is_transient(), "{err:?}");
     blocker.execute_batch("ROLLBACK").unwrap();
     store.create_company(&company).await.unwrap();
+}
+
+#[tokio::test]
+async fn migration_2_keeps_existing_appointments_and_branches() {
+    let dir = tempfile::tempdir().unwrap();
+    let company = CompanyId::new();
+    let (appointment_id, branch_id) = (Uuid::now_v7(), askpro_actors::BranchId::new());
+    {
+        let mut conn = raw(dir.path());
+        migrate::apply(&mut conn, &migrate::STATE[..1]).unwrap();
+        conn.execute_batch(&format!(
+            "INSERT INTO companies VALUES ('{company}', 'Old', 0, 1000);
+             INSERT INTO branches VALUES ('{company}', '{branch_id}', 'Mitte', '+493011111111',
+                 'Europe/Berlin', 1000);
+             INSERT INTO phone_routes VALUES ('+493011111111', '{company}', '{branch_id}');
+             INSERT INTO appointments (company_id, appointment_id, calcom_uid, branch_id, status,
+                 start_at, end_at, title, attendee_name, attendee_email, attendee_phone,
+                 rescheduled_to_uid, source_event, version, updated_at)
+             VALUES ('{company}', '{appointment_id}', 'uid-old', NULL, 'scheduled', 5000, NULL,
+                 'Haircut', 'Ada', NULL, NULL, NULL, '{}', 7, 4000);",
+            EventId::new()
+        ))
+        .unwrap();
+    }
+    let store = open(dir.path());
+    let stored = store
+        .appointment_by_calcom_uid(company, "uid-old")
+        .await
+        .unwrap()
+        .expect("the 0001 row survives migration 2");
+    assert_eq!(stored.id, appointment_id);
+    assert_eq!(stored.version, 7);
+    assert_eq!(stored.created_at, stored.updated_at);
+    assert_eq!((stored.sync_attempts, stored.idempotency_key.as_deref()), (0, None));
+    assert_eq!(store.appointment(company, appointment_id).await.unwrap(), Some(stored));
+    let branch = store.branch(company, branch_id).await.unwrap().unwrap();
+    assert_eq!((branch.retell_agent_id, branch.calcom), (None, None));
+    assert!(store.routing_version().await.unwrap() > 0);
+}
+
+#[tokio::test]
+async fn a_corrupt_calcom_config_does_not_leak_the_api_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let company = CompanyId::new();
+    raw(dir.path())
+        .execute_batch(&format!(
+            "INSERT INTO companies VALUES ('{company}', 'x', 0, 0);
+             INSERT INTO branches VALUES ('{company}', '{}', 'b', '+493011111111',
+                 'Europe/Berlin', 0, NULL, '{{\"api_key\":\"cal_live_topsecret\"');",
+            askpro_actors::BranchId::new()
+        ))
+        .unwrap();
+    let err = store.branches(company).await.unwrap_err();
+    assert!(matches!(err, StoreError::Corrupt { table: "branches", .. }), "{err:?}");
+    assert!(!format!("{err:?} {err}").contains("topsecret"), "{err:?}");
 }

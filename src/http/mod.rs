@@ -1,6 +1,7 @@
 //! The HTTP surface: webhook ingress, health and metrics.
 
 mod error;
+mod inbound;
 mod ops;
 mod tenants;
 mod webhooks;
@@ -21,11 +22,13 @@ use prometheus::Registry;
 use ractor::ActorRef;
 
 pub use error::ApiError;
+pub use inbound::InboundMetrics;
 pub use ops::HttpMetrics;
 use tenants::{TenantAuth, TenantCache};
 
 use crate::app::Backends;
 use crate::config::Config;
+use crate::routing::{InboundResolver, ResolverSettings};
 use crate::signature::SecretRef;
 
 /// Shared state of every handler.
@@ -40,6 +43,10 @@ pub struct AppState {
     pub group: Option<ActorRef<GroupMsg>>,
     pub registry: Registry,
     pub metrics: HttpMetrics,
+    /// `call_inbound` routing cache; whoever builds the state spawns its version watch.
+    pub inbound: Arc<InboundResolver>,
+    /// The booker, when this process runs workers (breaker states for `/health`).
+    pub booker: Option<Arc<askpro_actors::booking::Booker>>,
     tenants: TenantCache,
 }
 
@@ -56,6 +63,11 @@ impl AppState {
         let ttl = Duration::from_millis(config.ingress.tenant_cache_ttl_ms);
         Self {
             tenants: TenantCache::new(Arc::clone(&backends.store), ttl),
+            booker: None,
+            inbound: Arc::new(InboundResolver::new(
+                Arc::clone(&backends.store),
+                ResolverSettings::from_config(&config),
+            )),
             config,
             store: backends.store,
             log: backends.log,
@@ -127,6 +139,9 @@ pub fn router(state: Arc<AppState>) -> Router {
     }
     Router::new()
         .route("/webhooks/retell", post(webhooks::retell_account))
+        // A static segment wins over the `{company_id}` capture below (matchit), whatever the
+        // registration order; tests/it/inbound.rs checks both routes.
+        .route("/webhooks/retell/inbound", post(inbound::retell_inbound))
         .route(
             "/webhooks/retell/{company_id}",
             post(webhooks::retell_for_company),

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use askpro_actors::booking::BreakerState;
 use askpro_actors::group::GroupMsg;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
@@ -20,6 +21,7 @@ use super::AppState;
 pub struct HttpMetrics {
     pub webhook_total: IntCounterVec,
     pub ingress_seconds: HistogramVec,
+    pub inbound: super::InboundMetrics,
 }
 
 impl HttpMetrics {
@@ -42,6 +44,7 @@ impl HttpMetrics {
                 ]),
                 &["provider"],
             )?,
+            inbound: super::InboundMetrics::register(registry)?,
         };
         registry.register(Box::new(m.webhook_total.clone()))?;
         registry.register(Box::new(m.ingress_seconds.clone()))?;
@@ -72,13 +75,17 @@ pub async fn health(State(app): State<Arc<AppState>>) -> Response {
         None => json!({"status": "disabled", "reason": "this process runs no ingress"}),
     };
     let consumers = consumers(&app).await;
+    let calcom = breakers(&app);
     let healthy = [&store, &log, &ingress, &consumers]
         .iter()
         .all(|c| c["status"] != "unhealthy");
     let body = json!({
         "status": if healthy { "healthy" } else { "unhealthy" },
         "timestamp": app.clock.now(),
-        "checks": {"store": store, "log": log, "ingress": ingress, "consumers": consumers},
+        "checks": {
+            "store": store, "log": log, "ingress": ingress, "consumers": consumers,
+            "calcom": calcom,
+        },
     });
     let status = if healthy {
         StatusCode::OK
@@ -86,6 +93,29 @@ pub async fn health(State(app): State<Arc<AppState>>) -> Response {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (status, Json(body)).into_response()
+}
+
+/// Each tenant's Cal.com circuit breaker. An open breaker degrades that tenant (its
+/// bookings wait as `pending_sync`); it does not make this process unhealthy.
+fn breakers(app: &AppState) -> Value {
+    let Some(booker) = &app.booker else {
+        return json!({"status": "disabled", "reason": "this process runs no workers"});
+    };
+    let states = booker.breaker_states();
+    let open: Vec<String> = states
+        .iter()
+        .filter(|(_, s)| *s != BreakerState::Closed)
+        .map(|(c, _)| c.to_string())
+        .collect();
+    let tenants: serde_json::Map<String, Value> = states
+        .iter()
+        .map(|(c, s)| (c.to_string(), json!(s.as_str())))
+        .collect();
+    json!({
+        "status": if open.is_empty() { "healthy" } else { "degraded" },
+        "breakers": tenants,
+        "not_closed": open,
+    })
 }
 
 fn check(result: Result<(), String>) -> Value {

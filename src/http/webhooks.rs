@@ -302,6 +302,7 @@ async fn admit(
         correlation_id,
         secret_id: admission.secret_id,
         disposition: admission.disposition,
+        retry: None,
     };
     let disposition = meta.disposition.clone();
     let ingress = app

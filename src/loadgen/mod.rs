@@ -7,6 +7,7 @@
 //! [`LoadReport`].
 
 mod body;
+mod inbound;
 mod report;
 mod tenants;
 mod worker;
@@ -22,6 +23,7 @@ use clap::builder::RangedU64ValueParser;
 use reqwest::Url;
 use tokio_util::sync::CancellationToken;
 
+pub use inbound::{provision_branches, Scenario, INBOUND_PATH};
 pub use report::{LatencyBucket, LatencySummary, LoadReport};
 pub use tenants::{provision_tenants, LoadTenant};
 
@@ -68,6 +70,11 @@ pub struct LoadgenArgs {
     #[arg(long, default_value = "/webhooks/retell/{company_id}")]
     pub path_template: String,
 
+    /// What to send: `call-ended` webhooks, or `inbound` (`call_inbound` routing requests
+    /// for each tenant's branch number; the path defaults to /webhooks/retell/inbound).
+    #[arg(long, value_enum, default_value_t = Scenario::CallEnded)]
+    pub scenario: Scenario,
+
     /// Print the final report as JSON on stdout instead of text.
     #[arg(long)]
     pub json: bool,
@@ -88,6 +95,7 @@ impl Default for LoadgenArgs {
             tenants: 10,
             duplicate_ratio: 0.0,
             path_template: "/webhooks/retell/{company_id}".to_owned(),
+            scenario: Scenario::CallEnded,
             json: false,
             quiet: false,
         }
@@ -121,6 +129,16 @@ impl LoadgenArgs {
             return Err(invalid("path-template", reason));
         }
         parse_target(&self.target)
+    }
+
+    /// The path template in effect: `inbound` without an explicit template goes to
+    /// [`INBOUND_PATH`].
+    pub(crate) fn path(&self) -> &str {
+        let default = self.path_template == Self::default().path_template;
+        match self.scenario {
+            Scenario::Inbound if default => INBOUND_PATH,
+            _ => &self.path_template,
+        }
     }
 }
 

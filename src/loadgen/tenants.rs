@@ -13,6 +13,9 @@ pub struct LoadTenant {
     pub company_id: CompanyId,
     /// The Retell secret the requests are signed with.
     pub secret: String,
+    /// The tenant's branch number, asked for by `--scenario inbound`; `None` until
+    /// [`super::provision_branches`].
+    pub phone: Option<String>,
 }
 
 impl fmt::Debug for LoadTenant {
@@ -20,6 +23,7 @@ impl fmt::Debug for LoadTenant {
         f.debug_struct("LoadTenant")
             .field("company_id", &self.company_id)
             .field("secret", &"<redacted>")
+            .field("phone", &self.phone)
             .finish()
     }
 }
@@ -60,6 +64,7 @@ async fn provision_one(store: &dyn StateStore, name: &str) -> Result<LoadTenant,
     Ok(LoadTenant {
         company_id: company.id,
         secret: value,
+        phone: None,
     })
 }
 
@@ -67,8 +72,10 @@ async fn provision_one(store: &dyn StateStore, name: &str) -> Result<LoadTenant,
 mod tests {
     use std::sync::Mutex;
 
+    use askpro_actors::catalog::{Assignment, Customer, DefaultService, Service, Staff};
     use askpro_actors::domain::{
-        Appointment, Branch, Call, DedupClaim, DedupEntry, EventRow, EventStatus, PhoneRoute,
+        Appointment, AppointmentStatus, Branch, Call, DedupClaim, DedupEntry, EventRow,
+        EventStatus, PhoneRoute,
     };
     use askpro_actors::store::{ClaimRequest, StoreResult};
     use askpro_actors::EventId;
@@ -195,6 +202,68 @@ mod tests {
             unimplemented!("{UNUSED}")
         }
         async fn appointments(&self, _: CompanyId) -> StoreResult<Vec<Appointment>> {
+            unimplemented!("{UNUSED}")
+        }
+        async fn appointment(
+            &self,
+            _: CompanyId,
+            _: uuid::Uuid,
+        ) -> StoreResult<Option<Appointment>> {
+            unimplemented!("{UNUSED}")
+        }
+        async fn appointment_by_key(
+            &self,
+            _: CompanyId,
+            _: &str,
+        ) -> StoreResult<Option<Appointment>> {
+            unimplemented!("{UNUSED}")
+        }
+        async fn appointments_by_status(
+            &self,
+            _: CompanyId,
+            _: AppointmentStatus,
+            _: usize,
+        ) -> StoreResult<Vec<Appointment>> {
+            unimplemented!("{UNUSED}")
+        }
+        async fn update_branch(&self, _: &Branch) -> StoreResult<()> {
+            unimplemented!("{UNUSED}")
+        }
+        async fn routing_version(&self) -> StoreResult<u64> {
+            unimplemented!("{UNUSED}")
+        }
+        async fn create_service(&self, _: &Service) -> StoreResult<()> {
+            unimplemented!("{UNUSED}")
+        }
+        async fn service(&self, _: CompanyId, _: uuid::Uuid) -> StoreResult<Option<Service>> {
+            unimplemented!("{UNUSED}")
+        }
+        async fn services(&self, _: CompanyId) -> StoreResult<Vec<Service>> {
+            unimplemented!("{UNUSED}")
+        }
+        async fn ensure_default_service(
+            &self,
+            _: &Branch,
+            _: &Service,
+        ) -> StoreResult<DefaultService> {
+            unimplemented!("{UNUSED}")
+        }
+        async fn create_staff(&self, _: &Staff) -> StoreResult<()> {
+            unimplemented!("{UNUSED}")
+        }
+        async fn staff(&self, _: CompanyId) -> StoreResult<Vec<Staff>> {
+            unimplemented!("{UNUSED}")
+        }
+        async fn assign(&self, _: &Assignment) -> StoreResult<()> {
+            unimplemented!("{UNUSED}")
+        }
+        async fn assignments(&self, _: CompanyId) -> StoreResult<Vec<Assignment>> {
+            unimplemented!("{UNUSED}")
+        }
+        async fn upsert_customer(&self, _: &Customer) -> StoreResult<Customer> {
+            unimplemented!("{UNUSED}")
+        }
+        async fn customer(&self, _: CompanyId, _: uuid::Uuid) -> StoreResult<Option<Customer>> {
             unimplemented!("{UNUSED}")
         }
         async fn sync(&self) -> StoreResult<()> {

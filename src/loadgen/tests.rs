@@ -18,6 +18,7 @@ fn tenants(n: usize) -> Vec<LoadTenant> {
         .map(|i| LoadTenant {
             company_id: askpro_actors::CompanyId::new(),
             secret: format!("test-secret-{i}"),
+            phone: None,
         })
         .collect()
 }

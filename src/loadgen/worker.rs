@@ -17,6 +17,7 @@ use reqwest::Url;
 use tokio_util::sync::CancellationToken;
 
 use super::body::BodyTemplate;
+use super::inbound::{inbound_body, Scenario};
 use super::{error_chain, LoadTenant, LoadgenArgs, LoadgenError};
 use crate::signature::sign_retell;
 
@@ -35,6 +36,8 @@ struct TenantPlan {
     url: Url,
     secret: String,
     template: BodyTemplate,
+    /// `--scenario inbound`: the tenant's one `call_inbound` body, sent every time.
+    inbound: Option<Bytes>,
 }
 
 impl Plan {
@@ -50,7 +53,7 @@ impl Plan {
             .enumerate()
             .map(|(i, tenant)| {
                 let path = args
-                    .path_template
+                    .path()
                     .replace("{company_id}", &tenant.company_id.to_string());
                 let url = Url::parse(&format!("{base}{path}")).map_err(|e| {
                     LoadgenError::InvalidArgs {
@@ -62,6 +65,8 @@ impl Plan {
                     url,
                     secret: tenant.secret.clone(),
                     template: BodyTemplate::new(i, now_ms),
+                    inbound: (args.scenario == Scenario::Inbound)
+                        .then(|| inbound_body(i, tenant.phone.as_deref())),
                 })
             })
             .collect::<Result<_, LoadgenError>>()?;
@@ -218,12 +223,15 @@ pub(crate) async fn run_worker(ctx: WorkerCtx) {
         }
         let tenant_ix = usize::try_from(n % plan.tenants.len() as u64).unwrap_or(0);
         let tenant = &plan.tenants[tenant_ix];
-        let (body, duplicate) = pick_body(
-            &mut rng,
-            &mut history[tenant_ix],
-            &tenant.template,
-            plan.duplicate_ratio,
-        );
+        let (body, duplicate) = match &tenant.inbound {
+            Some(body) => (body.clone(), false),
+            None => pick_body(
+                &mut rng,
+                &mut history[tenant_ix],
+                &tenant.template,
+                plan.duplicate_ratio,
+            ),
+        };
         let sent = tokio::select! {
             biased;
             () = ctx.stop.cancelled() => None,

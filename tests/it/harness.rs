@@ -243,6 +243,8 @@ pub async fn tenant(store: &dyn StateStore, name: &str, phone_e164: &str) -> Ten
         name: format!("{name} branch"),
         phone: phone_e164.to_owned(),
         timezone: "Europe/Berlin".into(),
+        retell_agent_id: None,
+        calcom: None,
         created_at: chrono::Utc::now(),
     };
     store.create_branch(&branch).await.expect("create branch");

@@ -34,6 +34,7 @@ pub fn record(company: CompanyId, body: &str, disposition: Disposition) -> LogRe
             correlation_id: Uuid::now_v7(),
             secret_id: "sec_1".into(),
             disposition,
+            retry: None,
         },
         value: Bytes::from(body.to_owned()),
     }

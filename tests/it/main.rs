@@ -1,6 +1,9 @@
 //! AskPro's integration suite: one test binary (modules below), real HTTP over loopback.
+mod booking;
+mod calcom;
 mod crash;
 mod harness;
+mod inbound;
 mod ingress;
 mod log_contract;
 mod outage;

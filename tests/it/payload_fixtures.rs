@@ -184,6 +184,7 @@ fn meta(disposition: Disposition) -> RecordMeta {
         correlation_id: EventId::new().0,
         secret_id: "sec_1".into(),
         disposition,
+        retry: None,
     }
 }
 

@@ -17,6 +17,10 @@ use bytes::Bytes;
 use chrono::{DateTime, TimeZone, Utc};
 use uuid::Uuid;
 
+#[path = "store_contract_catalog.rs"]
+mod catalog;
+pub use catalog::*;
+
 // ---- fixtures ----------------------------------------------------------------------------
 
 /// A fixed instant plus `ms` milliseconds.
@@ -40,6 +44,8 @@ pub fn branch(company_id: CompanyId, phone: &str) -> Branch {
         name: format!("branch {phone}"),
         phone: phone.into(),
         timezone: "Europe/Berlin".into(),
+        retell_agent_id: None,
+        calcom: None,
         created_at: at(1),
     }
 }
@@ -101,6 +107,8 @@ pub fn appointment(company_id: CompanyId, uid: Option<&str>, version: i64) -> Ap
         id: Uuid::now_v7(),
         calcom_uid: uid.map(str::to_owned),
         branch_id: None,
+        service_id: None,
+        customer_id: None,
         status: AppointmentStatus::Scheduled,
         start_at: Some(at(3_600_000)),
         end_at: Some(at(5_400_000)),
@@ -108,9 +116,14 @@ pub fn appointment(company_id: CompanyId, uid: Option<&str>, version: i64) -> Ap
         attendee_name: Some("Ada".into()),
         attendee_email: Some("ada@example.org".into()),
         attendee_phone: None,
+        timezone: Some("Europe/Berlin".into()),
         rescheduled_to_uid: None,
+        idempotency_key: None,
+        sync_attempts: 0,
+        last_error: None,
         source_event: EventId::new(),
         version,
+        created_at: at(3),
         updated_at: at(version),
     }
 }
@@ -727,6 +740,14 @@ macro_rules! store_conformance {
                 upsert_appointment_is_order_tolerant,
                 appointments_without_uid_are_keyed_by_id,
                 sync_and_check_succeed,
+                services_round_trip_and_isolation,
+                default_service_existing_or_created,
+                default_service_is_created_once_under_concurrency,
+                staff_and_assignments,
+                customers_by_phone_or_id,
+                update_branch_moves_phone_and_bumps_routing,
+                appointment_lifecycle_by_id_uid_and_key,
+                appointments_by_status_oldest_first,
             );
         }
     };

@@ -1,10 +1,13 @@
-//! Cal.com `BOOKING_*`: upsert the appointment by its Cal.com uid.
+//! Cal.com `BOOKING_*`: close the loop on bookings we made (matched by uid, or by the
+//! idempotency key we put in the booking's metadata) and record bookings made directly in
+//! Cal.com.
 
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use uuid::Uuid;
 
 use super::{Handled, HandlerCtx, HandlerError};
+use crate::booking::IDEMPOTENCY_METADATA_KEY;
 use crate::domain::{Appointment, AppointmentStatus};
 use crate::phone;
 use crate::record::StoredRecord;
@@ -27,6 +30,18 @@ struct Payload {
     reschedule_uid: Option<String>,
     #[serde(default)]
     attendees: Vec<Attendee>,
+    /// Cal.com echoes the booking's metadata; ours carries the idempotency key.
+    #[serde(default)]
+    metadata: Option<serde_json::Value>,
+}
+
+impl Payload {
+    fn idempotency_key(&self) -> Option<&str> {
+        self.metadata
+            .as_ref()?
+            .get(IDEMPOTENCY_METADATA_KEY)?
+            .as_str()
+    }
 }
 
 #[derive(Deserialize)]
@@ -67,10 +82,10 @@ pub(super) async fn handle(
         )));
     };
     let company_id = record.meta.company_id;
-    let existing = ctx
-        .store
-        .appointment_by_calcom_uid(company_id, &uid)
-        .await?;
+    let (existing, key_free) = find_existing(ctx, record, &body, &uid).await?;
+    let payload_key = key_free
+        .then(|| body.payload.idempotency_key().map(str::to_owned))
+        .flatten();
     let start_at = parse_time("payload.startTime", body.payload.start_time.as_deref())?
         .or(existing.as_ref().and_then(|a| a.start_at));
     let end_at = parse_time("payload.endTime", body.payload.end_time.as_deref())?
@@ -80,11 +95,22 @@ pub(super) async fn handle(
         .as_ref()
         .and_then(|a| a.phone.as_deref())
         .and_then(|p| phone::normalize(p, ctx.default_region).ok());
+    let now = ctx.clock.now();
     let row = Appointment {
         company_id,
         id: existing.as_ref().map(|a| a.id).unwrap_or_else(Uuid::now_v7),
         calcom_uid: Some(uid),
         branch_id: existing.as_ref().and_then(|a| a.branch_id),
+        service_id: existing.as_ref().and_then(|a| a.service_id),
+        customer_id: existing.as_ref().and_then(|a| a.customer_id),
+        timezone: existing.as_ref().and_then(|a| a.timezone.clone()),
+        idempotency_key: existing
+            .as_ref()
+            .and_then(|a| a.idempotency_key.clone())
+            .or(payload_key),
+        sync_attempts: existing.as_ref().map_or(0, |a| a.sync_attempts),
+        last_error: None,
+        created_at: existing.as_ref().map_or(now, |a| a.created_at),
         status,
         start_at,
         end_at,
@@ -98,7 +124,7 @@ pub(super) async fn handle(
         rescheduled_to_uid: existing.as_ref().and_then(|a| a.rescheduled_to_uid.clone()),
         source_event: record.meta.event_id,
         version: calcom_version(body.created_at.as_deref(), record.meta.received_at),
-        updated_at: ctx.clock.now(),
+        updated_at: now,
     };
     let applied = ctx.store.upsert_appointment(&row).await?;
     if body.trigger_event == "BOOKING_RESCHEDULED" {
@@ -109,6 +135,36 @@ pub(super) async fn handle(
     Ok(Handled {
         note: (!applied).then(|| "a newer webhook of this booking was already applied".to_owned()),
     })
+}
+
+/// The appointment this webhook is about: by uid, else (for a creation) the one we made with
+/// the idempotency key in the booking's metadata, if it has no other uid yet. Also says
+/// whether the payload's key is free to be stored on a new row (a reschedule's successor may
+/// carry its original's metadata; the key stays with the original).
+async fn find_existing(
+    ctx: &HandlerCtx<'_>,
+    record: &StoredRecord,
+    body: &Body,
+    uid: &str,
+) -> Result<(Option<Appointment>, bool), HandlerError> {
+    let company_id = record.meta.company_id;
+    if let Some(found) = ctx.store.appointment_by_calcom_uid(company_id, uid).await? {
+        return Ok((Some(found), false));
+    }
+    let creation = matches!(
+        body.trigger_event.as_str(),
+        "BOOKING_CREATED" | "BOOKING_REQUESTED"
+    );
+    let Some(key) = body.payload.idempotency_key().filter(|_| creation) else {
+        return Ok((None, false));
+    };
+    match ctx.store.appointment_by_key(company_id, key).await? {
+        Some(ours) if ours.calcom_uid.as_deref().is_none_or(|u| u == uid) => {
+            Ok((Some(ours), false))
+        }
+        Some(_) => Ok((None, false)),
+        None => Ok((None, true)),
+    }
 }
 
 /// A reschedule creates a new booking: `payload.uid` is the new one and `rescheduleUid` the
@@ -132,6 +188,13 @@ async fn supersede(
     let closed = Appointment {
         id: existing.as_ref().map(|a| a.id).unwrap_or_else(Uuid::now_v7),
         calcom_uid: Some(original_uid.to_owned()),
+        service_id: existing.as_ref().and_then(|a| a.service_id),
+        customer_id: existing.as_ref().and_then(|a| a.customer_id),
+        idempotency_key: existing.as_ref().and_then(|a| a.idempotency_key.clone()),
+        sync_attempts: existing.as_ref().map_or(0, |a| a.sync_attempts),
+        created_at: existing
+            .as_ref()
+            .map_or(successor.created_at, |a| a.created_at),
         status: AppointmentStatus::Cancelled,
         start_at: existing.as_ref().and_then(|a| a.start_at),
         end_at: existing.as_ref().and_then(|a| a.end_at),

@@ -2,14 +2,17 @@
 //! order-tolerant (a conditional write on a version), so redelivery after a crash and
 //! out-of-order arrival are both safe.
 
+mod booking;
 mod calcom;
 mod retell;
 
+use crate::booking::Booker;
 use crate::clock::Clock;
 use crate::error::StoreError;
 use crate::record::{Provider, StoredRecord};
 use crate::store::StateStore;
 
+pub use booking::call_booking_key;
 pub use calcom::calcom_version;
 pub use retell::retell_version;
 
@@ -18,6 +21,8 @@ pub struct HandlerCtx<'a> {
     pub store: &'a dyn StateStore,
     pub clock: &'a dyn Clock,
     pub default_region: &'a str,
+    /// Books appointments in Cal.com; `None` keeps them `pending_sync` (tests, tools).
+    pub booker: Option<&'a Booker>,
 }
 
 /// Why a handler did not finish.
@@ -26,6 +31,13 @@ pub enum HandlerError {
     /// Retrying the same event cannot help (bad data): the event becomes `failed`.
     #[error("{0}")]
     Permanent(String),
+    /// An outside service failed transiently (Cal.com 5xx, 429, timeout): the event goes to
+    /// a retry tier, its tenant moves on.
+    #[error("{0}")]
+    Transient(String),
+    /// Shutdown interrupted a wait (rate limit): nothing was sent; run it again later.
+    #[error("interrupted by shutdown")]
+    Interrupted,
     /// The store failed; transient failures are retried.
     #[error(transparent)]
     Store(#[from] StoreError),

@@ -3,7 +3,7 @@
 use chrono::{DateTime, TimeZone, Utc};
 use serde::Deserialize;
 
-use super::{Handled, HandlerCtx, HandlerError};
+use super::{booking, Handled, HandlerCtx, HandlerError};
 use crate::domain::Call;
 use crate::ids::BranchId;
 use crate::phone;
@@ -50,7 +50,9 @@ pub(super) async fn handle(
     ctx: &HandlerCtx<'_>,
     record: &StoredRecord,
 ) -> Result<Handled, HandlerError> {
-    let body: Body = serde_json::from_slice(&record.value)
+    let json: serde_json::Value = serde_json::from_slice(&record.value)
+        .map_err(|e| HandlerError::Permanent(format!("retell body does not parse: {e}")))?;
+    let body = Body::deserialize(&json)
         .map_err(|e| HandlerError::Permanent(format!("retell body does not parse: {e}")))?;
     let Some(version) = retell_version(&body.event) else {
         return Ok(Handled {
@@ -91,8 +93,17 @@ pub(super) async fn handle(
         updated_at: ctx.clock.now(),
     };
     let applied = ctx.store.upsert_call(&row).await?;
+    // Both `call_ended` and `call_analyzed` may carry the appointment; the booking key is the
+    // call's, so whichever runs first books and the other finds it.
+    let booking_note = if version >= 2 {
+        let call_json = json.get("call").unwrap_or(&serde_json::Value::Null);
+        booking::book_from_call(ctx, record, call_json, &row).await?
+    } else {
+        None
+    };
+    let stale = (!applied).then(|| "a newer event of this call was already applied".to_owned());
     Ok(Handled {
-        note: (!applied).then(|| "a newer event of this call was already applied".to_owned()),
+        note: booking_note.or(stale),
     })
 }
 

@@ -3,6 +3,7 @@
 
 mod log;
 mod store;
+mod store_catalog;
 mod store_impl;
 
 use std::marker::PhantomData;
@@ -56,6 +57,8 @@ pub fn pipeline(
         settings,
         metrics: PipelineMetrics::unregistered(),
         fault,
+        booker: None,
+        retries: None,
     })
 }
 
@@ -82,6 +85,7 @@ pub fn record_with(
             correlation_id: Uuid::now_v7(),
             secret_id: "sec_test".into(),
             disposition,
+            retry: None,
         },
         value: Bytes::from(body.to_owned()),
     }

@@ -1,15 +1,17 @@
 //! [`MemStore`]: an in-memory [`crate::store::StateStore`] that follows the trait's documented
 //! semantics (tenant-keyed rows, global pointer tables, the dedup claim protocol, conditional
 //! version upserts), with fault switches, a per-tenant gate on dedup claims and call counters.
-//! The trait implementation is in `store_impl.rs`.
+//! The trait implementation is in `store_impl.rs`; the catalog, branch updates and the
+//! appointment model live in `store_catalog.rs`.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::Semaphore;
 use uuid::Uuid;
 
+use crate::catalog::{Customer, Service, Staff};
 use crate::domain::{Appointment, Branch, Call, Company, DedupEntry, EventRow, PhoneRoute, Secret};
 use crate::error::StoreError;
 use crate::ids::{BranchId, CompanyId, EventId};
@@ -27,6 +29,12 @@ pub(super) struct Data {
     pub(super) dedup: HashMap<(CompanyId, String), DedupEntry>,
     pub(super) calls: HashMap<(CompanyId, String), Call>,
     pub(super) appointments: HashMap<CompanyId, BTreeMap<Uuid, Appointment>>,
+    pub(super) services: HashMap<CompanyId, BTreeMap<Uuid, Service>>,
+    pub(super) staff: HashMap<CompanyId, BTreeMap<Uuid, Staff>>,
+    /// (staff id, service id) per tenant.
+    pub(super) assignments: HashMap<CompanyId, BTreeSet<(Uuid, Uuid)>>,
+    pub(super) customers: HashMap<CompanyId, BTreeMap<Uuid, Customer>>,
+    pub(super) routing_version: u64,
 }
 
 /// An in-memory state store.

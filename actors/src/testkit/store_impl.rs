@@ -3,10 +3,13 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
+use uuid::Uuid;
+
 use super::store::MemStore;
+use crate::catalog::{Assignment, Customer, DefaultService, Service, Staff};
 use crate::domain::{
-    Appointment, Branch, Call, Company, DedupClaim, DedupEntry, EventRow, EventStatus, PhoneRoute,
-    Secret,
+    Appointment, AppointmentStatus, Branch, Call, Company, DedupClaim, DedupEntry, EventRow,
+    EventStatus, PhoneRoute, Secret,
 };
 use crate::error::StoreError;
 use crate::ids::{BranchId, CompanyId, EventId};
@@ -69,6 +72,7 @@ impl StateStore for MemStore {
             branch_id: branch.id,
         };
         data.phones.insert(branch.phone.clone(), route);
+        data.routing_version += 1;
         Ok(())
     }
 
@@ -97,6 +101,14 @@ impl StateStore for MemStore {
     async fn resolve_phone(&self, e164: &str) -> StoreResult<Option<PhoneRoute>> {
         self.enter("resolve_phone")?;
         Ok(self.data().phones.get(e164).copied())
+    }
+
+    async fn update_branch(&self, branch: &Branch) -> StoreResult<()> {
+        self.mem_update_branch(branch)
+    }
+
+    async fn routing_version(&self) -> StoreResult<u64> {
+        self.mem_routing_version()
     }
 
     async fn add_secret(&self, secret: &Secret) -> StoreResult<()> {
@@ -145,6 +157,50 @@ impl StateStore for MemStore {
         let before = list.len();
         list.retain(|s| s.id != id);
         Ok(list.len() < before)
+    }
+
+    async fn create_service(&self, service: &Service) -> StoreResult<()> {
+        self.mem_create_service(service)
+    }
+
+    async fn service(&self, company_id: CompanyId, id: Uuid) -> StoreResult<Option<Service>> {
+        self.mem_service(company_id, id)
+    }
+
+    async fn services(&self, company_id: CompanyId) -> StoreResult<Vec<Service>> {
+        self.mem_services(company_id)
+    }
+
+    async fn ensure_default_service(
+        &self,
+        branch: &Branch,
+        candidate: &Service,
+    ) -> StoreResult<DefaultService> {
+        self.mem_ensure_default_service(branch, candidate)
+    }
+
+    async fn create_staff(&self, staff: &Staff) -> StoreResult<()> {
+        self.mem_create_staff(staff)
+    }
+
+    async fn staff(&self, company_id: CompanyId) -> StoreResult<Vec<Staff>> {
+        self.mem_staff(company_id)
+    }
+
+    async fn assign(&self, assignment: &Assignment) -> StoreResult<()> {
+        self.mem_assign(assignment)
+    }
+
+    async fn assignments(&self, company_id: CompanyId) -> StoreResult<Vec<Assignment>> {
+        self.mem_assignments(company_id)
+    }
+
+    async fn upsert_customer(&self, candidate: &Customer) -> StoreResult<Customer> {
+        self.mem_upsert_customer(candidate)
+    }
+
+    async fn customer(&self, company_id: CompanyId, id: Uuid) -> StoreResult<Option<Customer>> {
+        self.mem_customer(company_id, id)
     }
 
     async fn record_events(&self, rows: &[EventRow]) -> StoreResult<()> {
@@ -320,38 +376,15 @@ impl StateStore for MemStore {
     }
 
     async fn upsert_appointment(&self, appointment: &Appointment) -> StoreResult<bool> {
-        self.enter("upsert_appointment")?;
-        let mut data = self.data();
-        let tenant = data.appointments.entry(appointment.company_id).or_default();
-        let by_uid = appointment.calcom_uid.as_ref().and_then(|uid| {
-            tenant
-                .values()
-                .find(|a| a.calcom_uid.as_ref() == Some(uid))
-                .map(|a| a.id)
-        });
-        let target = by_uid.or_else(|| {
-            tenant
-                .contains_key(&appointment.id)
-                .then_some(appointment.id)
-        });
-        let mut row = appointment.clone();
-        if let Some(stored) = target.and_then(|id| tenant.get(&id)) {
-            if by_uid.is_none() {
-                if let (Some(old), Some(new)) = (&stored.calcom_uid, &appointment.calcom_uid) {
-                    return Err(StoreError::Conflict(format!(
-                        "appointment {} of company {} has calcom uid {old}, not {new}",
-                        stored.id, appointment.company_id
-                    )));
-                }
-            }
-            if stored.version > appointment.version {
-                return Ok(false);
-            }
-            row.id = stored.id;
-            row.calcom_uid = row.calcom_uid.or_else(|| stored.calcom_uid.clone());
-        }
-        tenant.insert(row.id, row);
-        Ok(true)
+        self.mem_upsert_appointment(appointment)
+    }
+
+    async fn appointment(
+        &self,
+        company_id: CompanyId,
+        id: Uuid,
+    ) -> StoreResult<Option<Appointment>> {
+        self.mem_appointment(company_id, id)
     }
 
     async fn appointment_by_calcom_uid(
@@ -368,16 +401,25 @@ impl StateStore for MemStore {
         }))
     }
 
+    async fn appointment_by_key(
+        &self,
+        company_id: CompanyId,
+        idempotency_key: &str,
+    ) -> StoreResult<Option<Appointment>> {
+        self.mem_appointment_by_key(company_id, idempotency_key)
+    }
+
     async fn appointments(&self, company_id: CompanyId) -> StoreResult<Vec<Appointment>> {
-        self.enter("appointments")?;
-        let data = self.data();
-        let mut all: Vec<_> = data
-            .appointments
-            .get(&company_id)
-            .map(|t| t.values().cloned().collect())
-            .unwrap_or_default();
-        all.sort_by_key(|a| (a.start_at, a.id));
-        Ok(all)
+        self.mem_appointments("appointments", company_id, None, usize::MAX)
+    }
+
+    async fn appointments_by_status(
+        &self,
+        company_id: CompanyId,
+        status: AppointmentStatus,
+        limit: usize,
+    ) -> StoreResult<Vec<Appointment>> {
+        self.mem_appointments("appointments_by_status", company_id, Some(status), limit)
     }
 
     async fn sync(&self) -> StoreResult<()> {

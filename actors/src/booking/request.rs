@@ -1,0 +1,90 @@
+//! Builds the Cal.com request for a local appointment: where (the branch's connection), what
+//! (event type and length from the service) and for whom (the attendee).
+
+use std::collections::BTreeMap;
+
+use super::api::{Attendee, CreateBooking, IDEMPOTENCY_METADATA_KEY};
+use crate::catalog::CalcomConfig;
+use crate::domain::Appointment;
+use crate::error::StoreError;
+use crate::store::StateStore;
+
+/// Cal.com needs a name; a caller who gave none is booked under this one.
+const UNNAMED_ATTENDEE: &str = "Anrufer";
+
+/// Everything needed to create (or find) the booking.
+#[derive(Clone, Debug)]
+pub struct Prepared {
+    pub target: CalcomConfig,
+    pub create: CreateBooking,
+    pub idempotency_key: String,
+}
+
+/// `Ok(Err(reason))` when the appointment can never be booked as it is (permanent).
+pub async fn prepare(
+    store: &dyn StateStore,
+    appointment: &Appointment,
+) -> Result<Result<Prepared, String>, StoreError> {
+    let company_id = appointment.company_id;
+    let Some(key) = appointment.idempotency_key.clone() else {
+        return Ok(Err(
+            "appointment has no idempotency key (not made by askpro)".into(),
+        ));
+    };
+    let Some(start) = appointment.start_at else {
+        return Ok(Err("appointment has no start time".into()));
+    };
+    let Some(branch_id) = appointment.branch_id else {
+        return Ok(Err("appointment has no branch".into()));
+    };
+    let Some(branch) = store.branch(company_id, branch_id).await? else {
+        return Ok(Err(format!("branch {branch_id} no longer exists")));
+    };
+    let Some(target) = branch.calcom.clone() else {
+        return Ok(Err(format!(
+            "branch {} ({branch_id}) has no cal.com connection; run `askpro branch set-calcom --branch {branch_id} --api-key KEY --event-type ID`",
+            branch.name
+        )));
+    };
+    let service = match appointment.service_id {
+        Some(id) => store.service(company_id, id).await?,
+        None => None,
+    };
+    if appointment.attendee_email.is_none() && appointment.attendee_phone.is_none() {
+        return Ok(Err(
+            "cal.com needs an attendee email or phone number; the caller is anonymous and gave neither"
+                .into(),
+        ));
+    }
+    let metadata = BTreeMap::from([
+        (IDEMPOTENCY_METADATA_KEY.to_owned(), key.clone()),
+        ("askpro_appointment".to_owned(), appointment.id.to_string()),
+    ]);
+    let create = CreateBooking {
+        start,
+        event_type_id: service
+            .as_ref()
+            .and_then(|s| s.calcom_event_type_id)
+            .unwrap_or(target.event_type_id),
+        length_minutes: service.as_ref().map(|s| s.duration_minutes),
+        attendee: Attendee {
+            name: appointment
+                .attendee_name
+                .clone()
+                .unwrap_or_else(|| UNNAMED_ATTENDEE.to_owned()),
+            time_zone: appointment
+                .timezone
+                .clone()
+                .unwrap_or_else(|| branch.timezone.clone()),
+            email: appointment.attendee_email.clone(),
+            phone: appointment.attendee_phone.clone(),
+            language: Some("de".into()),
+        },
+        metadata,
+    };
+    Ok(Ok(Prepared {
+        target,
+        create,
+        idempotency_key: key,
+    }))
+}

@@ -1,0 +1,237 @@
+//! From a call carrying appointment data to a booked appointment: extract the request, pick
+//! the service (creating the branch's default one if it has none), find or create the
+//! customer, store the appointment as `pending_sync` under the call's idempotency key, then
+//! let the booker push it to Cal.com.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+use uuid::Uuid;
+
+use super::{HandlerCtx, HandlerError};
+use crate::booking::SyncOutcome;
+use crate::catalog::{
+    Customer, DefaultService, Service, DEFAULT_SERVICE_MINUTES, DEFAULT_SERVICE_NAME,
+};
+use crate::domain::{Appointment, AppointmentStatus, Branch, Call};
+use crate::extract::{self, AppointmentRequest};
+use crate::phone;
+use crate::record::StoredRecord;
+
+/// Zone used only to notice appointment data on a call that maps to no branch.
+const FALLBACK_ZONE: Tz = chrono_tz::Europe::Berlin;
+
+/// The idempotency key of the booking a call asks for: one per call, whichever of its
+/// events (`call_ended`, `call_analyzed`, a retry, a replay) gets there first.
+pub fn call_booking_key(call_id: &str) -> String {
+    format!("retell-call:{call_id}")
+}
+
+/// Books what the call asked for. `Ok(Some(note))` when the event is done but the booking
+/// waits (breaker open); `Ok(None)` when there was nothing to book or it is booked.
+pub(super) async fn book_from_call(
+    ctx: &HandlerCtx<'_>,
+    record: &StoredRecord,
+    call_json: &serde_json::Value,
+    call: &Call,
+) -> Result<Option<String>, HandlerError> {
+    let anchor = call.start_at.unwrap_or(record.meta.received_at);
+    let Some(branch) = branch_of(ctx, call).await? else {
+        return match extract::extract(call_json, anchor, FALLBACK_ZONE) {
+            Ok(Some(_)) => Err(HandlerError::Permanent(format!(
+                "call {} carries appointment data, but its number {:?} is not a branch of this company",
+                call.call_id, call.to_number
+            ))),
+            Ok(None) => Ok(None),
+            Err(e) => Err(HandlerError::Permanent(e.to_string())),
+        };
+    };
+    let zone: Tz = branch.timezone.parse().map_err(|_| {
+        HandlerError::Permanent(format!(
+            "branch {} has an unknown timezone {:?}",
+            branch.id, branch.timezone
+        ))
+    })?;
+    let request = match extract::extract(call_json, anchor, zone) {
+        Ok(Some(request)) => request,
+        Ok(None) => return Ok(None),
+        Err(e) => return Err(HandlerError::Permanent(e.to_string())),
+    };
+    let key = call_booking_key(&call.call_id);
+    let appointment_id = match ctx
+        .store
+        .appointment_by_key(record.meta.company_id, &key)
+        .await?
+    {
+        Some(existing) => existing.id,
+        None => create_appointment(ctx, record, call, &branch, &request, key).await?,
+    };
+    let Some(booker) = ctx.booker else {
+        return Ok(Some(
+            "no booking service in this process; appointment kept as pending_sync".into(),
+        ));
+    };
+    let outcome = booker
+        .sync(ctx.store, ctx.clock, record.meta.company_id, appointment_id)
+        .await?;
+    match outcome {
+        SyncOutcome::Booked { .. } | SyncOutcome::NothingToDo(_) => Ok(None),
+        SyncOutcome::Deferred { reason } => Ok(Some(reason)),
+        SyncOutcome::Transient { error } => Err(HandlerError::Transient(error.to_string())),
+        SyncOutcome::Permanent { reason } => Err(HandlerError::Permanent(reason)),
+        SyncOutcome::Interrupted => Err(HandlerError::Interrupted),
+    }
+}
+
+async fn branch_of(ctx: &HandlerCtx<'_>, call: &Call) -> Result<Option<Branch>, HandlerError> {
+    match call.branch_id {
+        Some(id) => Ok(ctx.store.branch(call.company_id, id).await?),
+        None => Ok(None),
+    }
+}
+
+async fn create_appointment(
+    ctx: &HandlerCtx<'_>,
+    record: &StoredRecord,
+    call: &Call,
+    branch: &Branch,
+    request: &AppointmentRequest,
+    key: String,
+) -> Result<Uuid, HandlerError> {
+    let now = ctx.clock.now();
+    let service = choose_service(ctx, record, branch, request.service_name.as_deref(), now).await?;
+    let customer = customer_for(ctx, record, call, request, &key, now).await?;
+    let appointment = Appointment {
+        company_id: record.meta.company_id,
+        id: Uuid::now_v7(),
+        calcom_uid: None,
+        branch_id: Some(branch.id),
+        service_id: Some(service.id),
+        customer_id: Some(customer.id),
+        status: AppointmentStatus::PendingSync,
+        start_at: Some(request.start),
+        end_at: Some(
+            request.start + chrono::Duration::minutes(i64::from(service.duration_minutes)),
+        ),
+        title: Some(service.name.clone()),
+        attendee_name: customer.name.clone(),
+        attendee_email: customer.email.clone(),
+        attendee_phone: customer.phone.clone(),
+        timezone: Some(branch.timezone.clone()),
+        rescheduled_to_uid: None,
+        idempotency_key: Some(key),
+        sync_attempts: 0,
+        last_error: None,
+        source_event: record.meta.event_id,
+        version: now.timestamp_millis(),
+        created_at: now,
+        updated_at: now,
+    };
+    ctx.store.upsert_appointment(&appointment).await?;
+    tracing::info!(
+        company_id = %appointment.company_id,
+        appointment_id = %appointment.id,
+        call_id = %call.call_id,
+        start = %request.start,
+        date_field = %request.date_field,
+        time_field = %request.time_field,
+        "appointment stored as pending_sync"
+    );
+    Ok(appointment.id)
+}
+
+/// The named service if the branch offers it, else its first one, else the default service.
+async fn choose_service(
+    ctx: &HandlerCtx<'_>,
+    record: &StoredRecord,
+    branch: &Branch,
+    wanted: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<Service, HandlerError> {
+    let offered: Vec<Service> = ctx
+        .store
+        .services(branch.company_id)
+        .await?
+        .into_iter()
+        .filter(|s| s.offered_at(branch.id))
+        .collect();
+    let named = wanted.and_then(|w| {
+        offered
+            .iter()
+            .find(|s| s.name.trim().eq_ignore_ascii_case(w.trim()))
+    });
+    if let Some(service) = named.or(offered.first()) {
+        return Ok(service.clone());
+    }
+    let candidate = default_service(branch, now);
+    let ensured = ctx.store.ensure_default_service(branch, &candidate).await?;
+    if let DefaultService::Created {
+        service,
+        assignments,
+    } = &ensured
+    {
+        if let Some(booker) = ctx.booker {
+            booker.metrics.default_services_created_total.inc();
+        }
+        tracing::info!(
+            event = "DefaultServiceCreated",
+            company_id = %branch.company_id,
+            branch_id = %branch.id,
+            service_id = %service.id,
+            staff_assigned = assignments.len(),
+            event_id = %record.meta.event_id,
+            "branch had no active service; default service created"
+        );
+    }
+    Ok(ensured.service().clone())
+}
+
+fn default_service(branch: &Branch, now: DateTime<Utc>) -> Service {
+    Service {
+        company_id: branch.company_id,
+        id: Uuid::now_v7(),
+        branch_id: Some(branch.id),
+        name: DEFAULT_SERVICE_NAME.into(),
+        duration_minutes: DEFAULT_SERVICE_MINUTES,
+        price_cents: 0,
+        currency: "EUR".into(),
+        calcom_event_type_id: None,
+        active: true,
+        metadata: BTreeMap::from([
+            ("auto_created".to_owned(), "true".to_owned()),
+            (
+                "reason".to_owned(),
+                "a booking needed a service and the branch had none".to_owned(),
+            ),
+            ("created_at".to_owned(), now.to_rfc3339()),
+        ]),
+        created_at: now,
+    }
+}
+
+/// The customer by phone (a collected number first, else the caller's). Anonymous callers
+/// get a customer of their own, with an id derived from the booking key so a rerun finds it.
+async fn customer_for(
+    ctx: &HandlerCtx<'_>,
+    record: &StoredRecord,
+    call: &Call,
+    request: &AppointmentRequest,
+    key: &str,
+    now: DateTime<Utc>,
+) -> Result<Customer, HandlerError> {
+    let collected = request
+        .customer_phone
+        .as_deref()
+        .and_then(|p| phone::normalize(p, ctx.default_region).ok());
+    let company_id = record.meta.company_id;
+    let candidate = Customer {
+        company_id,
+        id: Uuid::new_v5(&company_id.0, key.as_bytes()),
+        name: request.customer_name.clone(),
+        phone: collected.or_else(|| call.from_number.clone()),
+        email: request.customer_email.clone(),
+        created_at: now,
+    };
+    Ok(ctx.store.upsert_customer(&candidate).await?)
+}

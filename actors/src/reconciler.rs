@@ -1,0 +1,230 @@
+//! ReconcilerActor: pushes `pending_sync` appointments to Cal.com once a tenant's breaker
+//! lets requests through again, oldest first, within the tenant's rate limit.
+//!
+//! Every `interval` it starts one run per tenant this worker owns, unless that tenant's
+//! previous run is still going (so each tenant has at most one reconciler at a time, and a
+//! slow tenant never delays another). A run stops at the first appointment that cannot be
+//! pushed (breaker open again, transient failure) so younger ones never overtake it.
+//! Exactly once: the booker serialises with the tenant actor and looks up before it
+//! re-creates (see `booking/booker.rs`).
+//!
+//! Supervision: a failed tick (store down) is logged and the next tick tries again; the
+//! actor itself has no state worth a restart, so the worker stops with it.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tokio_util::sync::CancellationToken;
+
+use crate::booking::{Booker, BreakerState, SyncOutcome};
+use crate::clock::Clock;
+use crate::domain::AppointmentStatus;
+use crate::error::StoreError;
+use crate::ids::CompanyId;
+use crate::store::StateStore;
+
+/// Reconciler tunables.
+#[derive(Clone, Debug)]
+pub struct ReconcileSettings {
+    pub interval: Duration,
+    /// Appointments younger than this (since their last change) are left to their event's
+    /// own retries.
+    pub min_age: Duration,
+    /// Appointments per tenant per run.
+    pub batch: usize,
+}
+
+impl Default for ReconcileSettings {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(15),
+            min_age: Duration::from_secs(60),
+            batch: 100,
+        }
+    }
+}
+
+/// Which tenants this worker reconciles (those whose partitions it owns).
+pub type Owns = Arc<dyn Fn(CompanyId) -> bool + Send + Sync>;
+
+pub enum ReconcilerMsg {
+    Tick,
+    Finished { company_id: CompanyId, run: Run },
+}
+
+/// What one tenant run did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Run {
+    /// `pending_sync` appointments seen (up to the batch size).
+    pub pending: usize,
+    pub synced: usize,
+    pub failed: usize,
+    /// The run stopped early (breaker open, transient failure, store error).
+    pub stopped: bool,
+}
+
+pub struct ReconcilerArgs {
+    pub store: Arc<dyn StateStore>,
+    pub clock: Arc<dyn Clock>,
+    pub booker: Arc<Booker>,
+    pub settings: ReconcileSettings,
+    pub owns: Owns,
+    pub shutdown: CancellationToken,
+}
+
+pub struct ReconcilerState {
+    args: ReconcilerArgs,
+    running: HashSet<CompanyId>,
+    pending: HashMap<CompanyId, usize>,
+}
+
+pub struct ReconcilerActor;
+
+impl Actor for ReconcilerActor {
+    type Msg = ReconcilerMsg;
+    type State = ReconcilerState;
+    type Arguments = ReconcilerArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        args: Self::Arguments,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let (interval, shutdown) = (args.settings.interval, args.shutdown.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(interval) => {}
+                    _ = shutdown.cancelled() => return,
+                }
+                if myself.cast(ReconcilerMsg::Tick).is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(ReconcilerState {
+            args,
+            running: HashSet::new(),
+            pending: HashMap::new(),
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            ReconcilerMsg::Tick => {
+                if let Err(error) = tick(&myself, state).await {
+                    tracing::warn!(error = %error, "reconciler tick failed; next tick retries");
+                }
+            }
+            ReconcilerMsg::Finished { company_id, run } => {
+                state.running.remove(&company_id);
+                state
+                    .pending
+                    .insert(company_id, run.pending - run.synced.min(run.pending));
+                let total: usize = state.pending.values().sum();
+                let booker = &state.args.booker;
+                booker.metrics.pending_sync.set(total as i64);
+                let outcome = match run {
+                    Run { pending: 0, .. } => "idle",
+                    Run { stopped: true, .. } => "deferred",
+                    _ => "synced",
+                };
+                booker
+                    .metrics
+                    .reconciler_runs_total
+                    .with_label_values(&[outcome])
+                    .inc();
+                if run.synced > 0 || run.failed > 0 {
+                    tracing::info!(
+                        company_id = %company_id,
+                        synced = run.synced,
+                        failed = run.failed,
+                        stopped = run.stopped,
+                        "reconciler pushed pending appointments"
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn tick(
+    myself: &ActorRef<ReconcilerMsg>,
+    state: &mut ReconcilerState,
+) -> Result<(), StoreError> {
+    let companies = state.args.store.companies().await?;
+    for company in companies {
+        let company_id = company.id;
+        if !(state.args.owns)(company_id) || state.running.contains(&company_id) {
+            continue;
+        }
+        // An open breaker refuses anyway; half-open lets the run's first push be the probe.
+        if state.args.booker.breaker_state(company_id) == BreakerState::Open {
+            continue;
+        }
+        state.running.insert(company_id);
+        let (store, clock, booker) = (
+            Arc::clone(&state.args.store),
+            Arc::clone(&state.args.clock),
+            Arc::clone(&state.args.booker),
+        );
+        let settings = state.args.settings.clone();
+        let myself = myself.clone();
+        tokio::spawn(async move {
+            let run = reconcile_tenant(&*store, &*clock, &booker, company_id, &settings).await;
+            let _ = myself.cast(ReconcilerMsg::Finished { company_id, run });
+        });
+    }
+    Ok(())
+}
+
+/// One tenant's run: oldest first, stopping at the first appointment that has to wait.
+pub async fn reconcile_tenant(
+    store: &dyn StateStore,
+    clock: &dyn Clock,
+    booker: &Booker,
+    company_id: CompanyId,
+    settings: &ReconcileSettings,
+) -> Run {
+    let mut run = Run::default();
+    let pending = match store
+        .appointments_by_status(company_id, AppointmentStatus::PendingSync, settings.batch)
+        .await
+    {
+        Ok(pending) => pending,
+        Err(error) => {
+            tracing::warn!(company_id = %company_id, error = %error, "reconciler cannot list pending appointments");
+            run.stopped = true;
+            return run;
+        }
+    };
+    run.pending = pending.len();
+    let min_age = chrono::Duration::from_std(settings.min_age).unwrap_or(chrono::Duration::MAX);
+    for appointment in pending {
+        if clock.now() - appointment.updated_at < min_age {
+            break; // oldest first: a younger one never overtakes it
+        }
+        match booker.sync(store, clock, company_id, appointment.id).await {
+            Ok(SyncOutcome::Booked { .. } | SyncOutcome::NothingToDo(_)) => run.synced += 1,
+            Ok(SyncOutcome::Permanent { .. }) => run.failed += 1,
+            Ok(
+                SyncOutcome::Deferred { .. }
+                | SyncOutcome::Transient { .. }
+                | SyncOutcome::Interrupted,
+            )
+            | Err(_) => {
+                run.stopped = true;
+                break;
+            }
+        }
+    }
+    run
+}
