@@ -75,6 +75,8 @@ impl Pipeline {
         record: &StoredRecord,
         attempt: u32,
     ) -> Result<Finished, StoreError> {
+        // The ledger counts every run: retries of the record plus redeliveries after a panic.
+        let attempt = record.meta.attempt() + attempt.saturating_sub(1);
         let finished = match &record.meta.disposition {
             Disposition::Rejected(reason) => Finished {
                 status: EventStatus::Rejected,

@@ -248,8 +248,14 @@ async fn migration_2_keeps_existing_appointments_and_branches() {
     assert_eq!(stored.id, appointment_id);
     assert_eq!(stored.version, 7);
     assert_eq!(stored.created_at, stored.updated_at);
-    assert_eq!((stored.sync_attempts, stored.idempotency_key.as_deref()), (0, None));
-    assert_eq!(store.appointment(company, appointment_id).await.unwrap(), Some(stored));
+    assert_eq!(
+        (stored.sync_attempts, stored.idempotency_key.as_deref()),
+        (0, None)
+    );
+    assert_eq!(
+        store.appointment(company, appointment_id).await.unwrap(),
+        Some(stored)
+    );
     let branch = store.branch(company, branch_id).await.unwrap().unwrap();
     assert_eq!((branch.retell_agent_id, branch.calcom), (None, None));
     assert!(store.routing_version().await.unwrap() > 0);
@@ -269,6 +275,15 @@ async fn a_corrupt_calcom_config_does_not_leak_the_api_key() {
         ))
         .unwrap();
     let err = store.branches(company).await.unwrap_err();
-    assert!(matches!(err, StoreError::Corrupt { table: "branches", .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            StoreError::Corrupt {
+                table: "branches",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
     assert!(!format!("{err:?} {err}").contains("topsecret"), "{err:?}");
 }

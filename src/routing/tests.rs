@@ -326,3 +326,31 @@ async fn an_invalidation_during_a_lookup_discards_its_result() {
         .insert("+49301234579", "+49301234579".into(), None, generation);
     assert!(f.resolver.cached("+49301234579").is_none());
 }
+
+#[test]
+fn settings_come_from_the_inbound_section_and_bad_values_name_their_key() {
+    use figment::providers::{Format, Toml};
+    let defaults = || -> Config {
+        figment::Figment::from(Toml::string(crate::config::DEFAULTS))
+            .extract()
+            .unwrap()
+    };
+    let settings = ResolverSettings::from_config(&defaults());
+    assert_eq!(settings.ttl, Duration::from_secs(300));
+    assert_eq!(settings.negative_ttl, Duration::from_secs(5));
+    assert_eq!(defaults().inbound.version_poll_ms, 1_000);
+    type Spoil = fn(&mut Config);
+    let cases: [(&str, Spoil); 3] = [
+        ("inbound.cache_ttl_secs", |c| c.inbound.cache_ttl_secs = 0),
+        ("inbound.negative_ttl_secs", |c| {
+            c.inbound.negative_ttl_secs = 301
+        }),
+        ("inbound.version_poll_ms", |c| c.inbound.version_poll_ms = 0),
+    ];
+    for (key, spoil) in cases {
+        let mut config = defaults();
+        spoil(&mut config);
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains(key), "{err}");
+    }
+}

@@ -1,6 +1,8 @@
 //! AskPro's integration suite: one test binary (modules below), real HTTP over loopback.
 mod booking;
+mod booking_faults;
 mod calcom;
+mod catalog_cli;
 mod crash;
 mod harness;
 mod inbound;

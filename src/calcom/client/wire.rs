@@ -27,9 +27,18 @@ pub(super) fn error_from_response(
     let (code, message) = error_text(status, body);
     let status_code = status.as_u16();
     if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
+        // A rate-limit reset only means "wait" on a 429; every answer carries one, and a 5xx
+        // says nothing about the budget. `Retry-After` counts on both (503 may send it).
+        let retry_after = match status {
+            StatusCode::TOO_MANY_REQUESTS => retry_after(headers, now),
+            _ => headers
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| parse_retry_after(v, now)),
+        };
         return BookingError::Transient {
             reason: format!("{status_code} {code}: {message}"),
-            retry_after: retry_after(headers, now),
+            retry_after,
             status: Some(status_code),
         };
     }
