@@ -5,8 +5,7 @@
 //! (`Transient`), something may have happened (`Unknown`: look the booking up before creating
 //! again), or this request can never succeed (`Permanent`).
 //!
-//! The workspace builds reqwest without TLS, so `https://` base URLs are refused (as
-//! `Transient`, so appointments wait for a TLS-enabled build instead of failing for good).
+//! TLS is rustls with the webpki roots, so the binary needs no system certificate store.
 
 use std::time::{Duration, Instant};
 
@@ -16,7 +15,7 @@ use askpro_actors::booking::{
 use askpro_actors::catalog::CalcomConfig;
 use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
-use reqwest::header::{HeaderMap, AUTHORIZATION};
+use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION};
 use reqwest::{Method, Url};
 use serde_json::{json, Map, Value};
 
@@ -77,10 +76,14 @@ impl CalcomClient {
     /// Sends one request and returns `data` of Cal.com's success envelope.
     async fn call(&self, target: &CalcomConfig, call: Call<'_>) -> Result<Value, BookingError> {
         let url = endpoint(&target.base_url, call.segments, &call.query)?;
+        let mut auth = HeaderValue::from_str(&format!("Bearer {}", target.api_key))
+            .map_err(|_| refused_locally("InvalidApiKey", "the api key is not a valid header"))?;
+        // Keeps the key out of any debug output of the request (ours, reqwest's, hyper's).
+        auth.set_sensitive(true);
         let mut request = self
             .http
             .request(call.method.clone(), url)
-            .header(AUTHORIZATION, format!("Bearer {}", target.api_key))
+            .header(AUTHORIZATION, auth)
             .header(API_VERSION_HEADER, call.version);
         if let Some(body) = &call.body {
             request = request.json(body);
@@ -99,7 +102,13 @@ impl CalcomClient {
         let elapsed_ms = started.elapsed().as_millis() as u64;
         let request_id = request_id(&headers);
         if status.is_success() {
-            tracing::debug!(method = %call.method, endpoint = call.name, status = status.as_u16(), elapsed_ms, "cal.com request");
+            tracing::debug!(
+                method = %call.method,
+                endpoint = call.name,
+                status = status.as_u16(),
+                elapsed_ms,
+                "cal.com request"
+            );
             return success_data(&body);
         }
         let error = error_from_response(status, &headers, &body, Utc::now());
@@ -341,15 +350,7 @@ fn endpoint(
     let mut url = Url::parse(base_url)
         .map_err(|err| refused_locally("InvalidBaseUrl", format!("base url: {err}")))?;
     match url.scheme() {
-        "http" => {}
-        "https" => {
-            return Err(BookingError::Transient {
-                reason: "https base urls need a tls-enabled build (reqwest has no tls feature)"
-                    .into(),
-                retry_after: None,
-                status: None,
-            })
-        }
+        "http" | "https" => {}
         other => {
             return Err(refused_locally(
                 "InvalidBaseUrl",
@@ -434,133 +435,4 @@ fn iso(at: DateTime<Utc>) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::collections::BTreeMap;
-
-    use askpro_actors::booking::Attendee;
-
-    use super::*;
-
-    fn request(metadata: BTreeMap<String, String>) -> CreateBooking {
-        CreateBooking {
-            start: "2030-01-07T09:00:00Z".parse().unwrap(),
-            event_type_id: 7,
-            length_minutes: Some(45),
-            attendee: Attendee {
-                name: "Ada".into(),
-                time_zone: "Europe/Berlin".into(),
-                email: None,
-                phone: Some("+4930123456".into()),
-                language: Some("de".into()),
-            },
-            metadata,
-        }
-    }
-
-    #[test]
-    fn create_body_uses_cal_com_field_names() {
-        let metadata = BTreeMap::from([("askpro_key".to_string(), "k1".to_string())]);
-        let body = create_body(&request(metadata)).unwrap();
-        assert_eq!(body["start"], "2030-01-07T09:00:00.000Z");
-        assert_eq!(body["eventTypeId"], 7);
-        assert_eq!(body["lengthInMinutes"], 45);
-        assert_eq!(body["attendee"]["phoneNumber"], "+4930123456");
-        assert!(body["attendee"].get("email").is_none());
-        assert_eq!(body["metadata"]["askpro_key"], "k1");
-    }
-
-    #[test]
-    fn metadata_over_the_limits_is_refused_naming_the_key() {
-        let long_key = "k".repeat(41);
-        let metadata = BTreeMap::from([(long_key.clone(), "v".to_string())]);
-        let err = create_body(&request(metadata)).unwrap_err();
-        assert!(matches!(&err, BookingError::Permanent { code, message, .. }
-            if code == "InvalidMetadata" && message.contains(&long_key)));
-        assert!(!err.trips_breaker());
-
-        let metadata = BTreeMap::from([("note".to_string(), "x".repeat(501))]);
-        let err = create_body(&request(metadata)).unwrap_err();
-        assert!(err.to_string().contains("`note`"), "{err}");
-
-        let metadata = (0..51)
-            .map(|i| (format!("k{i}"), "v".to_string()))
-            .collect();
-        assert!(create_body(&request(metadata)).is_err());
-        let metadata = (0..50)
-            .map(|i| (format!("k{i}"), "v".to_string()))
-            .collect();
-        assert!(create_body(&request(metadata)).is_ok());
-    }
-
-    #[test]
-    fn an_attendee_without_email_or_phone_is_refused() {
-        let mut req = request(BTreeMap::new());
-        req.attendee.phone = None;
-        let err = create_body(&req).unwrap_err();
-        assert!(
-            matches!(err, BookingError::Permanent { ref code, .. } if code == "InvalidAttendee")
-        );
-    }
-
-    #[test]
-    fn endpoint_appends_v2_and_escapes_segments() {
-        let url = endpoint("http://fake:1/prefix/", &["bookings", "a/b", "cancel"], &[]).unwrap();
-        assert_eq!(
-            url.as_str(),
-            "http://fake:1/prefix/v2/bookings/a%2Fb/cancel"
-        );
-        let url = endpoint(
-            "http://fake:1",
-            &["slots"],
-            &[("timeZone", "Europe/Berlin".into())],
-        )
-        .unwrap();
-        assert_eq!(
-            url.as_str(),
-            "http://fake:1/v2/slots?timeZone=Europe%2FBerlin"
-        );
-        assert!(matches!(
-            endpoint("https://api.cal.com", &["slots"], &[]),
-            Err(BookingError::Transient { status: None, .. })
-        ));
-        assert!(matches!(
-            endpoint("not a url", &["slots"], &[]),
-            Err(BookingError::Permanent { .. })
-        ));
-    }
-
-    #[test]
-    fn success_envelope_yields_data() {
-        let data = success_data(br#"{"status":"success","data":{"id":1}}"#).unwrap();
-        assert_eq!(data["id"], 1);
-        assert!(matches!(
-            success_data(b"<html>"),
-            Err(BookingError::Unknown { .. })
-        ));
-        assert!(matches!(
-            success_data(br#"{"status":"error","error":{}}"#),
-            Err(BookingError::Unknown { .. })
-        ));
-    }
-
-    #[tokio::test]
-    async fn a_refused_connection_is_transient() {
-        // Bind then drop: the port is closed, so the connect fails before anything is sent.
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        drop(listener);
-        let client = CalcomClient::new(ClientOptions::default()).unwrap();
-        let target = CalcomConfig {
-            api_key: "cal_test".into(),
-            event_type_id: 1,
-            base_url: format!("http://{addr}"),
-            rate_limit_per_min: None,
-        };
-        let now = Utc::now();
-        let err = client.slots(&target, 1, now, now, "UTC").await.unwrap_err();
-        assert!(
-            matches!(err, BookingError::Transient { status: None, .. }),
-            "{err:?}"
-        );
-    }
-}
+mod tests;

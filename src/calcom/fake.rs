@@ -244,7 +244,11 @@ async fn gate(State(shared): State<Arc<Shared>>, request: Request, next: Next) -
         |p| p.as_str().to_owned(),
     );
     let endpoint = format!("{} {route}", request.method());
-    let response = admit_and_run(&shared, &route, request, next).await;
+    let mut response = admit_and_run(&shared, &route, request, next).await;
+    // Cal.com tags every answer so support can find it; the client logs it on failures.
+    if let Ok(id) = HeaderValue::from_str(&uuid::Uuid::now_v7().to_string()) {
+        response.headers_mut().insert("x-request-id", id);
+    }
     shared.record(endpoint, response.status().as_u16());
     response
 }

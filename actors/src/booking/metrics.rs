@@ -29,9 +29,6 @@ pub struct BookingMetrics {
 
 impl BookingMetrics {
     pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
-        let latency = vec![
-            0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-        ];
         let m = Self {
             bookings_total: IntCounterVec::new(
                 Opts::new("askproai_bookings_total", "booking attempts by outcome"),
@@ -42,7 +39,9 @@ impl BookingMetrics {
                     "askproai_booking_duration_seconds",
                     "latency of cal.com requests",
                 )
-                .buckets(latency.clone()),
+                .buckets(vec![
+                    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                ]),
             )?,
             breaker_state: IntGaugeVec::new(
                 Opts::new(
