@@ -228,3 +228,7 @@ pub async fn reconcile_tenant(
     }
     run
 }
+
+#[cfg(test)]
+#[path = "reconciler_tests.rs"]
+mod tests;

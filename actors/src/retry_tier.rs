@@ -197,3 +197,7 @@ async fn nap(d: Duration, shutdown: &CancellationToken) -> bool {
         _ = shutdown.cancelled() => false,
     }
 }
+
+#[cfg(test)]
+#[path = "retry_tier_tests.rs"]
+mod tests;

@@ -293,8 +293,17 @@ pub async fn loadgen(config: &Config, cmd: LoadgenCmd) -> Result<()> {
         let prefix = format!("loadgen-{}", chrono::Utc::now().format("%Y%m%dT%H%M%S"));
         let mut tenants =
             crate::loadgen::provision_tenants(store.as_ref(), cmd.args.tenants, &prefix).await?;
-        if cmd.args.scenario == crate::loadgen::Scenario::Inbound {
+        if cmd.args.scenario != crate::loadgen::Scenario::CallEnded {
             crate::loadgen::provision_branches(store.as_ref(), &mut tenants).await?;
+        }
+        if cmd.args.scenario == crate::loadgen::Scenario::Booking {
+            let Some(url) = cmd.calcom_url.as_deref() else {
+                bail!(
+                    "--scenario booking needs --calcom-url (start one with `askpro fake-calcom`)"
+                );
+            };
+            crate::loadgen::connect_branches(store.as_ref(), &tenants, url, cmd.calcom_rate_limit)
+                .await?;
         }
         eprintln!(
             "provisioned {} tenants in {} (prefix {prefix})",

@@ -125,6 +125,14 @@ pub struct LoadgenCmd {
     /// not verify signatures, such as `askpro bench-server`.
     #[arg(long)]
     pub no_provision: bool,
+    /// `--scenario booking`: the Cal.com (or `askpro fake-calcom`) base URL the provisioned
+    /// branches book at, e.g. http://127.0.0.1:8090.
+    #[arg(long, value_name = "URL")]
+    pub calcom_url: Option<String>,
+    /// `--scenario booking`: requests per minute each provisioned tenant may send to Cal.com
+    /// (high by default, so the run measures the pipeline rather than the budget).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub calcom_rate_limit: u32,
 }
 
 /// Parses the command line and runs the command.

@@ -23,6 +23,9 @@ pub enum Scenario {
     CallEnded,
     /// Signed `call_inbound` requests for the tenant's branch number (the routing read path).
     Inbound,
+    /// Signed `call_analyzed` webhooks carrying an appointment, for branches that book at
+    /// `--calcom-url` (webhook to booked appointment).
+    Booking,
 }
 
 /// The `call_inbound` body of tenant number `tenant`. There is no call id yet, so every

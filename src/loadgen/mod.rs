@@ -7,6 +7,7 @@
 //! [`LoadReport`].
 
 mod body;
+mod booking;
 mod inbound;
 mod report;
 mod tenants;
@@ -23,6 +24,7 @@ use clap::builder::RangedU64ValueParser;
 use reqwest::Url;
 use tokio_util::sync::CancellationToken;
 
+pub use booking::connect_branches;
 pub use inbound::{provision_branches, Scenario, INBOUND_PATH};
 pub use report::{LatencyBucket, LatencySummary, LoadReport};
 pub use tenants::{provision_tenants, LoadTenant};

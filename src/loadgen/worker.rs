@@ -17,6 +17,7 @@ use reqwest::Url;
 use tokio_util::sync::CancellationToken;
 
 use super::body::BodyTemplate;
+use super::booking::BookingTemplate;
 use super::inbound::{inbound_body, Scenario};
 use super::{error_chain, LoadTenant, LoadgenArgs, LoadgenError};
 use crate::signature::sign_retell;
@@ -38,6 +39,8 @@ struct TenantPlan {
     template: BodyTemplate,
     /// `--scenario inbound`: the tenant's one `call_inbound` body, sent every time.
     inbound: Option<Bytes>,
+    /// `--scenario booking`: fresh `call_analyzed` bodies with the next free slot.
+    booking: Option<BookingTemplate>,
 }
 
 impl Plan {
@@ -67,6 +70,8 @@ impl Plan {
                     template: BodyTemplate::new(i, now_ms),
                     inbound: (args.scenario == Scenario::Inbound)
                         .then(|| inbound_body(i, tenant.phone.as_deref())),
+                    booking: (args.scenario == Scenario::Booking)
+                        .then(|| BookingTemplate::new(tenant.phone.as_deref(), now_ms)),
                 })
             })
             .collect::<Result<_, LoadgenError>>()?;
@@ -223,9 +228,10 @@ pub(crate) async fn run_worker(ctx: WorkerCtx) {
         }
         let tenant_ix = usize::try_from(n % plan.tenants.len() as u64).unwrap_or(0);
         let tenant = &plan.tenants[tenant_ix];
-        let (body, duplicate) = match &tenant.inbound {
-            Some(body) => (body.clone(), false),
-            None => pick_body(
+        let (body, duplicate) = match (&tenant.inbound, &tenant.booking) {
+            (Some(body), _) => (body.clone(), false),
+            (None, Some(booking)) => (booking.fresh(), false),
+            (None, None) => pick_body(
                 &mut rng,
                 &mut history[tenant_ix],
                 &tenant.template,

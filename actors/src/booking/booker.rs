@@ -165,19 +165,24 @@ impl Booker {
                 Ok(Err(error)) => return self.failed(store, clock, appointment, error).await,
             }
         }
-        // Stored before sending: if the answer is lost, the next attempt looks first.
+        let per_min = match self.admit(company_id, target).await {
+            Ok(per_min) => per_min,
+            Err(gate) => return Ok(gated(gate)),
+        };
+        // Stored after admission and before sending: if the answer is lost, the next attempt
+        // looks first; a deferred or interrupted sync never counts as an attempt.
         appointment.sync_attempts += 1;
         bump(&mut appointment, clock.now());
-        store.upsert_appointment(&appointment).await?;
-        let created = self
-            .gated(company_id, target, || {
-                self.api.create_booking(target, &prepared.create)
-            })
-            .await;
+        if let Err(error) = store.upsert_appointment(&appointment).await {
+            self.abandon(company_id);
+            return Err(error);
+        }
+        let started = Instant::now();
+        let created = self.api.create_booking(target, &prepared.create).await;
+        self.settle(company_id, target, per_min, created.as_ref().err(), started);
         match created {
-            Err(gate) => Ok(gated(gate)),
-            Ok(Ok(booking)) => self.booked(store, clock, appointment, booking, false).await,
-            Ok(Err(unknown @ BookingError::Unknown { .. })) => {
+            Ok(booking) => self.booked(store, clock, appointment, booking, false).await,
+            Err(unknown @ BookingError::Unknown { .. }) => {
                 match self.lookup(company_id, target, prepared).await {
                     Ok(Ok(Some(booking))) => {
                         self.booked(store, clock, appointment, booking, true).await
@@ -185,7 +190,7 @@ impl Booker {
                     _ => self.failed(store, clock, appointment, unknown).await,
                 }
             }
-            Ok(Err(error)) => self.failed(store, clock, appointment, error).await,
+            Err(error) => self.failed(store, clock, appointment, error).await,
         }
     }
 
@@ -216,6 +221,15 @@ impl Booker {
         F: FnOnce() -> Fut,
         Fut: std::future::Future<Output = Result<T, BookingError>>,
     {
+        let per_min = self.admit(company_id, target).await?;
+        let started = Instant::now();
+        let result = op().await;
+        self.settle(company_id, target, per_min, result.as_ref().err(), started);
+        Ok(result)
+    }
+
+    /// Waits for the key's rate limit and takes a breaker permit. Returns the key's limit.
+    async fn admit(&self, company_id: CompanyId, target: &CalcomConfig) -> Result<u32, Gate> {
         // Do not spend rate-limit budget while the breaker would refuse anyway.
         if let BreakerState::Open = self.breaker_state(company_id) {
             return Err(Gate::Open {
@@ -242,23 +256,39 @@ impl Booker {
         {
             return Err(Gate::Open { retry_in });
         }
-        let started = Instant::now();
-        let result = op().await;
+        Ok(per_min)
+    }
+
+    /// Feeds a request's outcome to the breaker, the latency histogram and the limiter.
+    fn settle(
+        &self,
+        company_id: CompanyId,
+        target: &CalcomConfig,
+        per_min: u32,
+        error: Option<&BookingError>,
+        started: Instant,
+    ) {
         self.metrics
             .booking_duration_seconds
             .observe(started.elapsed().as_secs_f64());
-        match &result {
-            Err(error) if error.trips_breaker() => {
-                self.with_breaker(company_id, |b| ((), b.on_failure(Instant::now())));
+        match error {
+            None => self.with_breaker(company_id, |b| ((), b.on_success())),
+            Some(e) if e.trips_breaker() => {
+                self.with_breaker(company_id, |b| ((), b.on_failure(Instant::now())))
             }
-            _ => {
-                self.with_breaker(company_id, |b| ((), b.on_success()));
-            }
+            Some(_) => self.with_breaker(company_id, |b| ((), b.on_permanent())),
         }
-        if let Some(retry_after) = result.as_ref().err().and_then(BookingError::retry_after) {
+        if let Some(retry_after) = error.and_then(BookingError::retry_after) {
             self.limiters.block(&target.api_key, per_min, retry_after);
         }
-        Ok(result)
+    }
+
+    /// A permit was taken but no request went out.
+    fn abandon(&self, company_id: CompanyId) {
+        self.with_breaker(company_id, |b| {
+            b.on_abandoned();
+            ((), None)
+        });
     }
 
     /// Runs `f` on the tenant's breaker and publishes any state change.
@@ -405,3 +435,7 @@ fn bump(appointment: &mut Appointment, now: DateTime<Utc>) {
     appointment.version = (appointment.version + 1).max(now.timestamp_millis());
     appointment.updated_at = now;
 }
+
+#[cfg(test)]
+#[path = "booker_tests.rs"]
+mod tests;

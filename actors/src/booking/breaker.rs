@@ -141,7 +141,7 @@ impl Breaker {
         }
     }
 
-    /// Cal.com answered (2xx, or a permanent 4xx: it is up and talking).
+    /// Cal.com answered 2xx.
     pub fn on_success(&mut self) -> Option<Transition> {
         let from = match self.inner {
             Inner::Closed { .. } => BreakerState::Closed,
@@ -155,6 +155,16 @@ impl Breaker {
             from,
             to: BreakerState::Closed,
         })
+    }
+
+    /// Cal.com refused this request for good (a 4xx other than 429). That says nothing about
+    /// its health, so the failure count stays; but a half-open probe answered at all shows
+    /// Cal.com is reachable, so it closes the breaker (else the probe would stay out).
+    pub fn on_permanent(&mut self) -> Option<Transition> {
+        match self.inner {
+            Inner::HalfOpen { .. } => self.on_success(),
+            Inner::Closed { .. } | Inner::Open { .. } => None,
+        }
     }
 
     /// A transient failure (5xx, 429, timeout, unknown outcome).
@@ -313,6 +323,27 @@ mod tests {
         assert_eq!(b.acquire(Instant::now()).0, Permit::Allowed { probe: true });
         b.on_abandoned();
         assert_eq!(b.acquire(Instant::now()).0, Permit::Allowed { probe: true });
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_permanent_answer_keeps_the_count_but_closes_a_half_open_breaker() {
+        let mut b = breaker();
+        fail_times(&mut b, 4);
+        assert_eq!(b.on_permanent(), None);
+        assert_eq!(
+            fail_times(&mut b, 1).len(),
+            1,
+            "the fifth failure still opens it"
+        );
+        tokio::time::advance(Duration::from_secs(60)).await;
+        b.acquire(Instant::now());
+        assert_eq!(
+            b.on_permanent(),
+            Some(Transition {
+                from: BreakerState::HalfOpen,
+                to: BreakerState::Closed
+            })
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -25,6 +26,7 @@ use crate::catalog::CalcomConfig;
 use crate::clock::TokioClock;
 use crate::dedup::retell_key;
 use crate::domain::{Appointment, AppointmentStatus, Branch, Company};
+use crate::error::StoreError;
 use crate::ids::{BranchId, CompanyId, EventId};
 use crate::record::{Disposition, LogRecord};
 use crate::store::StateStore;
@@ -418,6 +420,17 @@ impl BookingFixture {
             .sync(&*self.store, &*self.clock, self.company, id)
             .await
             .expect("the store is up")
+    }
+
+    /// Runs one sync of the appointment in a task of its own.
+    pub fn spawn_sync(&self, id: Uuid) -> JoinHandle<Result<SyncOutcome, StoreError>> {
+        let (store, clock, booker) = (
+            Arc::clone(&self.store),
+            Arc::clone(&self.clock),
+            Arc::clone(&self.booker),
+        );
+        let company = self.company;
+        tokio::spawn(async move { booker.sync(&*store, &*clock, company, id).await })
     }
 
     /// The tenant's breaker gauge.

@@ -1,6 +1,7 @@
 //! Test doubles and builders for the actors' unit tests: an in-memory log and store, record
 //! builders, a probe actor that forwards what it receives, and a bounded polling helper.
 
+pub mod booking;
 mod log;
 mod store;
 mod store_catalog;
