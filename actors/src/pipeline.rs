@@ -77,24 +77,31 @@ impl Pipeline {
     ) -> Result<Finished, StoreError> {
         // The ledger counts every run: retries of the record plus redeliveries after a panic.
         let attempt = record.meta.attempt() + attempt.saturating_sub(1);
-        let finished = match &record.meta.disposition {
-            Disposition::Rejected(reason) => Finished {
+        let done = match &record.meta.disposition {
+            Disposition::Rejected(reason) => Done::plain(Finished {
                 status: EventStatus::Rejected,
                 error: Some(reason.clone()),
-            },
-            Disposition::Unrouted(reason) => Finished {
+            }),
+            Disposition::Unrouted(reason) => Done::plain(Finished {
                 status: EventStatus::Unrouted,
                 error: Some(reason.clone()),
-            },
+            }),
             Disposition::Accept => match self.process_accepted(record, attempt).await {
-                Ok(finished) => finished,
+                Ok(done) => done,
                 Err(error) if error.is_transient() => return Err(error),
                 // Retrying cannot fix a permanent refusal (a conflict, a corrupt row): the
                 // event fails with the reason instead of blocking its tenant forever.
-                Err(error) => self.refused(record, error).await,
+                Err(error) => Done::plain(self.refused(record, error).await),
             },
         };
-        match self.record_final(record, attempt, &finished).await {
+        let Done {
+            finished,
+            complete_key,
+        } = done;
+        match self
+            .record_final(record, attempt, &finished, complete_key)
+            .await
+        {
             Err(error) if error.is_transient() => Err(error),
             Err(error) => {
                 tracing::error!(
@@ -139,48 +146,40 @@ impl Pipeline {
             status: EventStatus::Failed,
             error: Some(error),
         };
-        self.record_final(record, attempts, &finished).await
+        self.record_final(record, attempts, &finished, false).await
     }
 
     async fn process_accepted(
         &self,
         record: &StoredRecord,
         attempt: u32,
-    ) -> Result<Finished, StoreError> {
+    ) -> Result<Done, StoreError> {
         let meta = &record.meta;
         let now = self.clock.now();
-        self.store
-            .set_event_status(
-                meta.company_id,
-                meta.event_id,
-                EventStatus::Processing,
-                attempt,
-                None,
-                now,
-            )
-            .await?;
         let claim = self
             .store
-            .dedup_claim(self.claim_request(record, now))
+            .begin_event(self.claim_request(record, now), attempt)
             .await?;
         match claim {
             DedupClaim::Claimed => {}
             // This very event completed before (its report was lost to a crash or restart).
             DedupClaim::Completed { holder } if holder == meta.event_id => {
-                return Ok(Finished {
+                return Ok(Done::plain(Finished {
                     status: EventStatus::Processed,
                     error: None,
-                });
+                }));
             }
             DedupClaim::Completed { holder } => {
-                return Ok(duplicate(format!("duplicate of event {holder}")));
+                return Ok(Done::plain(duplicate(format!(
+                    "duplicate of event {holder}"
+                ))));
             }
             // Another worker holds a live claim for the same delivery. Its record stays
             // uncommitted until it finishes, so it cannot be lost; this copy is redundant.
             DedupClaim::InFlight { holder, .. } => {
-                return Ok(duplicate(format!(
+                return Ok(Done::plain(duplicate(format!(
                     "duplicate of event {holder} (still in flight)"
-                )));
+                ))));
             }
         }
         let ctx = HandlerCtx {
@@ -194,12 +193,13 @@ impl Pipeline {
                 if let Some(note) = &handled.note {
                     tracing::debug!(event_id = %meta.event_id, note = %note, "event changed nothing");
                 }
-                self.store
-                    .dedup_complete(meta.company_id, &meta.dedup_key, meta.event_id)
-                    .await?;
-                Ok(Finished {
-                    status: EventStatus::Processed,
-                    error: None,
+                // The key is completed together with the final status (record_final).
+                Ok(Done {
+                    finished: Finished {
+                        status: EventStatus::Processed,
+                        error: None,
+                    },
+                    complete_key: true,
                 })
             }
             Err(HandlerError::Store(e)) if e.is_transient() => Err(e),
@@ -208,16 +208,18 @@ impl Pipeline {
                 source: "shutdown began while waiting for the cal.com rate limit".into(),
             }),
             // The claim stays: a duplicate delivery meanwhile is recognised as one.
-            Err(HandlerError::Transient(error)) => self.retry_later(record, &error).await,
+            Err(HandlerError::Transient(error)) => {
+                self.retry_later(record, &error).await.map(Done::plain)
+            }
             Err(e) => {
                 // A permanent failure frees the key, so a corrected redelivery can succeed.
                 self.store
                     .dedup_release(meta.company_id, &meta.dedup_key, meta.event_id)
                     .await?;
-                Ok(Finished {
+                Ok(Done::plain(Finished {
                     status: EventStatus::Failed,
                     error: Some(e.to_string()),
-                })
+                }))
             }
         }
     }
@@ -311,28 +313,58 @@ impl Pipeline {
         }
     }
 
+    /// Records the final status; with `complete_key`, completes the dedup key in the same
+    /// store write.
     async fn record_final(
         &self,
         record: &StoredRecord,
         attempts: u32,
         finished: &Finished,
+        complete_key: bool,
     ) -> Result<(), StoreError> {
         let meta = &record.meta;
-        self.store
-            .set_event_status(
-                meta.company_id,
-                meta.event_id,
-                finished.status,
-                attempts,
-                finished.error.as_deref(),
-                self.clock.now(),
-            )
-            .await?;
+        let (status, error, now) = (finished.status, finished.error.as_deref(), self.clock.now());
+        let written = match complete_key {
+            true => {
+                self.store
+                    .finish_event(
+                        meta.company_id,
+                        &meta.dedup_key,
+                        meta.event_id,
+                        status,
+                        attempts,
+                        error,
+                        now,
+                    )
+                    .await
+            }
+            false => {
+                self.store
+                    .set_event_status(meta.company_id, meta.event_id, status, attempts, error, now)
+                    .await
+            }
+        };
+        written?;
         self.metrics
             .events_total
             .with_label_values(&[finished.status.as_str()])
             .inc();
         Ok(())
+    }
+}
+
+/// An event's outcome, and whether its dedup key still has to be completed.
+struct Done {
+    finished: Finished,
+    complete_key: bool,
+}
+
+impl Done {
+    fn plain(finished: Finished) -> Self {
+        Self {
+            finished,
+            complete_key: false,
+        }
     }
 }
 

@@ -120,6 +120,40 @@ pub trait StateStore: Send + Sync + 'static {
     // ---- dedup ---------------------------------------------------------------------------
     /// Claims a dedup key (conditional insert / lease takeover).
     async fn dedup_claim(&self, req: ClaimRequest<'_>) -> StoreResult<DedupClaim>;
+
+    /// Marks the event `processing` (with `attempts`) and claims its key. One write where
+    /// the backend can group them; the default runs the two in order.
+    async fn begin_event(&self, req: ClaimRequest<'_>, attempts: u32) -> StoreResult<DedupClaim> {
+        self.set_event_status(
+            req.company_id,
+            req.holder,
+            EventStatus::Processing,
+            attempts,
+            None,
+            req.now,
+        )
+        .await?;
+        self.dedup_claim(req).await
+    }
+
+    /// Completes the event's key and records its final status. One write where the backend
+    /// can group them; the default runs the two in order (key first, so a crash in between
+    /// leaves a completed key, which the redelivery recognises as its own).
+    #[allow(clippy::too_many_arguments)]
+    async fn finish_event(
+        &self,
+        company_id: CompanyId,
+        key: &str,
+        holder: EventId,
+        status: EventStatus,
+        attempts: u32,
+        error: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        self.dedup_complete(company_id, key, holder).await?;
+        self.set_event_status(company_id, holder, status, attempts, error, now)
+            .await
+    }
     /// Marks a claimed key completed; later claims see [`DedupClaim::Completed`].
     async fn dedup_complete(
         &self,

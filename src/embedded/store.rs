@@ -382,6 +382,60 @@ impl StateStore for EmbeddedStore {
         .await
     }
 
+    async fn begin_event(&self, req: ClaimRequest<'_>, attempts: u32) -> StoreResult<DedupClaim> {
+        let key = req.key.to_owned();
+        let (company_id, holder, now) = (req.company_id, req.holder, req.now);
+        let (lease_until, expires_at) = (req.lease_until, req.expires_at);
+        // One job: the status change and the claim commit (or roll back) together.
+        self.write("begin_event", "events", move |conn| {
+            let change = sql::StatusChange {
+                company_id,
+                id: holder,
+                status: EventStatus::Processing,
+                attempts,
+                error: None,
+                now,
+            };
+            sql::set_event_status(conn, &change)?;
+            let req = ClaimRequest {
+                company_id,
+                key: &key,
+                holder,
+                now,
+                lease_until,
+                expires_at,
+            };
+            sql::dedup_claim(conn, &req)
+        })
+        .await
+    }
+
+    async fn finish_event(
+        &self,
+        company_id: CompanyId,
+        key: &str,
+        holder: EventId,
+        status: EventStatus,
+        attempts: u32,
+        error: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        let (key, error) = (key.to_owned(), error.map(str::to_owned));
+        self.write("finish_event", "events", move |conn| {
+            sql::dedup_complete(conn, company_id, &key, holder)?;
+            let change = sql::StatusChange {
+                company_id,
+                id: holder,
+                status,
+                attempts,
+                error: error.as_deref(),
+                now,
+            };
+            sql::set_event_status(conn, &change)
+        })
+        .await
+    }
+
     async fn dedup_complete(
         &self,
         company_id: CompanyId,

@@ -17,9 +17,10 @@ use super::LoadTenant;
 const FIRST_SLOT: (i32, u32, u32) = (2027, 1, 4);
 const SLOTS: u64 = 60 * 24 * 60;
 
-/// Each tenant books its own event type, so tenants never compete for a (host, start).
-pub fn event_type_for(tenant: usize) -> i64 {
-    100_000 + tenant as i64
+/// Each tenant books its own event type, so tenants never compete for a (host, start);
+/// a random base per run keeps runs against one long-lived fake apart as well.
+fn event_type_for(run_base: i64, tenant: usize) -> i64 {
+    run_base + tenant as i64
 }
 
 /// Points every tenant's branch at `calcom_url`, with its own key and event type and a rate
@@ -30,11 +31,12 @@ pub async fn connect_branches(
     calcom_url: &str,
     rate_limit_per_min: u32,
 ) -> Result<(), StoreError> {
+    let run_base = i64::from(rand::random_range(1..1_000_000_u32)) * 100_000;
     for (i, tenant) in tenants.iter().enumerate() {
         for mut branch in store.branches(tenant.company_id).await? {
             branch.calcom = Some(CalcomConfig {
                 api_key: format!("cal_loadgen_{}", tenant.company_id.0.simple()),
-                event_type_id: event_type_for(i),
+                event_type_id: event_type_for(run_base, i),
                 base_url: calcom_url.trim_end_matches('/').to_owned(),
                 rate_limit_per_min: Some(rate_limit_per_min),
             });
