@@ -124,7 +124,7 @@ impl InboundMetrics {
                 "time from call_inbound request to answer",
             )
             .buckets(vec![
-                1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 5e-3, 0.01, 0.05, 0.25, 1.0, 5.0,
+                1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 0.01, 0.05, 0.25, 1.0, 5.0,
             ]),
         )?;
         registry.register(Box::new(total.clone()))?;
