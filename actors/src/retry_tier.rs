@@ -30,7 +30,7 @@ use crate::log::EventLog;
 use crate::record::{LogRecord, RetryMeta, StoredRecord};
 
 const FETCH_MAX: usize = 64;
-const FETCH_WAIT: Duration = Duration::from_millis(500);
+const FETCH_WAIT: Duration = Duration::from_secs(5);
 /// Longest single sleep while waiting for a due time, so a moved clock is noticed.
 const MAX_NAP: Duration = Duration::from_secs(1);
 const ERROR_BACKOFF: Duration = Duration::from_secs(1);

@@ -12,11 +12,6 @@ use rusqlite::{Connection, ErrorCode, OpenFlags};
 use super::checkpoint::Checkpointer;
 use super::migrate::{self, MigrateError, Migration};
 
-/// Page cache per connection, in KiB (SQLite reads a negative `cache_size` as KiB).
-const CACHE_KIB: i64 = -65_536;
-/// Bytes of the database file read through a memory map instead of `pread`.
-const MMAP_BYTES: i64 = 256 * 1024 * 1024;
-
 /// How long a connection waits for another one (this process or the CLI) to release a lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Idle reader connections kept open per database; busier moments open extra ones.
@@ -193,19 +188,8 @@ fn open_writer(path: &Path, synchronous: Synchronous) -> rusqlite::Result<Connec
     }
     conn.pragma_update(None, "synchronous", synchronous.as_str())?;
     conn.pragma_update(None, "foreign_keys", true)?;
-    tune_cache(&conn)?;
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     Ok(conn)
-}
-
-/// SQLite's default page cache (2 MiB) is far smaller than a busy tenant working set: the
-/// booking path's index lookups then read every page back from the OS (one `pread` each,
-/// measured at half of the writer's syscalls). A bigger cache and memory-mapped reads keep
-/// the hot pages in-process.
-fn tune_cache(conn: &Connection) -> rusqlite::Result<()> {
-    conn.pragma_update(None, "cache_size", CACHE_KIB)?;
-    conn.pragma_update(None, "mmap_size", MMAP_BYTES)?;
-    conn.pragma_update(None, "temp_store", "memory")
 }
 
 fn open_reader(path: &Path) -> rusqlite::Result<Connection> {
@@ -218,7 +202,6 @@ fn open_reader(path: &Path) -> rusqlite::Result<Connection> {
     conn.busy_timeout(BUSY_TIMEOUT)?;
     conn.pragma_update(None, "foreign_keys", true)?;
     conn.pragma_update(None, "query_only", true)?;
-    tune_cache(&conn)?;
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     Ok(conn)
 }
