@@ -143,10 +143,12 @@ impl PartitionForwarder {
             .await?
             .unwrap_or(0);
         while !shutdown.is_cancelled() {
-            let batch = self
-                .tier
-                .fetch(self.partition, next, FETCH_MAX, FETCH_WAIT)
-                .await?;
+            // A long poll (few idle reads) that shutdown still ends at once.
+            let fetched = tokio::select! {
+                fetched = self.tier.fetch(self.partition, next, FETCH_MAX, FETCH_WAIT) => fetched,
+                _ = shutdown.cancelled() => return Ok(()),
+            };
+            let batch = fetched?;
             for record in batch {
                 if !self.wait_until_due(&record, shutdown).await {
                     return Ok(());

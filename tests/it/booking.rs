@@ -324,3 +324,94 @@ async fn a_booking_cancelled_in_calcom_cancels_ours() {
     let all = appointments(server.store.as_ref(), t.company).await;
     assert_eq!(all[0].id, booked[0].id, "the same row, not a copy");
 }
+
+#[tokio::test]
+async fn booking_created_matches_our_appointment_by_metadata_key_and_records_direct_bookings() {
+    // No reconciler: it would try to push the hand-made row (its branch has no Cal.com).
+    let server = TestServer::start_with(
+        |c| {
+            fast_booking(c);
+            c.booking.reconcile_interval_ms = 600_000;
+        },
+        Default::default(),
+    )
+    .await;
+    let store = server.store.as_ref();
+    let t = tenant(store, "Salon Match", "+4930100007").await;
+    // Our create reached Cal.com but its answer was lost: the row has the key, no uid yet.
+    let now = Utc::now();
+    let ours = Appointment {
+        company_id: t.company,
+        id: uuid::Uuid::now_v7(),
+        calcom_uid: None,
+        branch_id: Some(t.branch),
+        service_id: None,
+        customer_id: None,
+        status: AppointmentStatus::PendingSync,
+        start_at: Some(utc("2027-08-03T08:00:00Z")),
+        end_at: Some(utc("2027-08-03T08:30:00Z")),
+        title: Some("Standardberatung".into()),
+        attendee_name: Some("Hans Robert".into()),
+        attendee_email: None,
+        attendee_phone: Some("+4915123456789".into()),
+        timezone: Some("Europe/Berlin".into()),
+        rescheduled_to_uid: None,
+        idempotency_key: Some("retell-call:call_lost".into()),
+        sync_attempts: 1,
+        last_error: Some("cal.com outcome unknown: timed out".into()),
+        source_event: askpro_actors::EventId::new(),
+        version: now.timestamp_millis() - 60_000,
+        created_at: now,
+        updated_at: now,
+    };
+    store.upsert_appointment(&ours).await.unwrap();
+
+    let created = |uid: &str, key: Option<&str>, start: &str| {
+        let metadata = key.map_or(json!({}), |k| json!({"askpro_key": k}));
+        json!({
+            "triggerEvent": "BOOKING_CREATED",
+            "createdAt": Utc::now().to_rfc3339(),
+            "payload": {
+                "uid": uid, "title": "Beratung", "startTime": start,
+                "endTime": "2027-08-03T09:30:00Z",
+                "attendees": [{"name": "Walk In", "email": "walk@example.org"}],
+                "metadata": metadata,
+            }
+        })
+        .to_string()
+    };
+    let ours_body = created(
+        "uid_ours",
+        Some("retell-call:call_lost"),
+        "2027-08-03T08:00:00Z",
+    );
+    let direct_body = created("uid_direct", None, "2027-08-03T09:00:00Z");
+    for body in [ours_body, direct_body] {
+        let status = server
+            .post_calcom(t.company, &body, &t.calcom_secret)
+            .await
+            .status();
+        assert_eq!(status, 202);
+    }
+    server.settled_events(t.company, 2).await;
+    let all = appointments(store, t.company).await;
+    assert_eq!(
+        all.len(),
+        2,
+        "our row confirmed, plus the direct booking: {all:?}"
+    );
+    let confirmed = all
+        .iter()
+        .find(|a| a.id == ours.id)
+        .expect("our row kept its id");
+    assert_eq!(confirmed.status, AppointmentStatus::Scheduled);
+    assert_eq!(confirmed.calcom_uid.as_deref(), Some("uid_ours"));
+    assert_eq!(
+        confirmed.idempotency_key.as_deref(),
+        Some("retell-call:call_lost")
+    );
+    let direct = all.iter().find(|a| a.id != ours.id).unwrap();
+    assert_eq!(direct.calcom_uid.as_deref(), Some("uid_direct"));
+    assert_eq!(direct.status, AppointmentStatus::Scheduled);
+    assert_eq!(direct.idempotency_key, None);
+}
