@@ -342,6 +342,7 @@ impl Config {
             commit_interval: Duration::from_millis(p.commit_interval_ms),
             store_retry_max_backoff: Duration::from_millis(p.store_retry_max_backoff_ms),
             default_region: self.phone.default_region.clone(),
+            book_on_call_ended: self.booking.book_on_call_ended,
         }
     }
 }

@@ -187,6 +187,7 @@ impl Pipeline {
             clock: self.clock.as_ref(),
             default_region: &self.settings.default_region,
             booker: self.booker.as_deref(),
+            book_on_call_ended: self.settings.book_on_call_ended,
         };
         match handlers::handle(&ctx, record).await {
             Ok(handled) => {

@@ -215,6 +215,11 @@ pub async fn reconcile_tenant(
         match booker.sync(store, clock, company_id, appointment.id).await {
             Ok(SyncOutcome::Booked { .. } | SyncOutcome::NothingToDo(_)) => run.synced += 1,
             Ok(SyncOutcome::Permanent { .. }) => run.failed += 1,
+            // One appointment the store refuses (a conflict) must not hold back the rest.
+            Err(error) if !error.is_transient() => {
+                tracing::warn!(company_id = %company_id, appointment_id = %appointment.id, error = %error, "reconciler skipped an appointment the store refuses");
+                run.failed += 1;
+            }
             Ok(
                 SyncOutcome::Deferred { .. }
                 | SyncOutcome::Transient { .. }

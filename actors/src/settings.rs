@@ -31,6 +31,10 @@ pub struct PipelineSettings {
     pub store_retry_max_backoff: Duration,
     /// Region for reading national phone numbers (e.g. "DE").
     pub default_region: String,
+    /// Book from `call_ended` too. Off by default: `call_analyzed` follows with the post-call
+    /// analysis, which may correct the slot or say no appointment was made, and a booking
+    /// made from `call_ended` would not follow that correction.
+    pub book_on_call_ended: bool,
 }
 
 impl Default for PipelineSettings {
@@ -49,6 +53,7 @@ impl Default for PipelineSettings {
             commit_interval: Duration::from_millis(200),
             store_retry_max_backoff: Duration::from_secs(5),
             default_region: "DE".into(),
+            book_on_call_ended: false,
         }
     }
 }

@@ -210,15 +210,14 @@ impl BookingApi for CalcomClient {
         let before_end = find.start + chrono::Duration::days(1);
         let mut fallback: Option<Booking> = None;
         for page in 0..MAX_PAGES {
-            let mut call = Call::new("list_bookings", Method::GET, &["bookings"])
+            // Filtered by time window and event type only: our key in the metadata is what
+            // identifies the booking, and an attendee filter could miss it (case, edits).
+            let call = Call::new("list_bookings", Method::GET, &["bookings"])
                 .query("eventTypeId", find.event_type_id)
                 .query("afterStart", iso(after_start))
                 .query("beforeEnd", iso(before_end))
                 .query("take", PAGE_SIZE)
                 .query("skip", page * PAGE_SIZE);
-            if let Some(email) = find.attendee_email {
-                call = call.query("attendeeEmail", email);
-            }
             let data = self.call(target, call).await?;
             let Value::Array(items) = data else {
                 return Err(BookingError::Unknown {

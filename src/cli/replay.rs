@@ -98,10 +98,8 @@ fn refusal(status: EventStatus) -> Option<&'static str> {
         EventStatus::Received | EventStatus::Processing => {
             Some("still in flight; it will finish on its own")
         }
-        EventStatus::Processed
-        | EventStatus::Duplicate
-        | EventStatus::Retrying
-        | EventStatus::Failed => None,
+        EventStatus::Retrying => Some("waiting in a retry tier; it comes back on its own"),
+        EventStatus::Processed | EventStatus::Duplicate | EventStatus::Failed => None,
     }
 }
 

@@ -12,6 +12,7 @@ use super::ConfigError;
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct BookingConfig {
+    pub book_on_call_ended: bool,
     pub rate_limit_per_min: u32,
     pub breaker_failure_threshold: u32,
     pub breaker_open_ms: u64,

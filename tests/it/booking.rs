@@ -415,3 +415,84 @@ async fn booking_created_matches_our_appointment_by_metadata_key_and_records_dir
     assert_eq!(direct.status, AppointmentStatus::Scheduled);
     assert_eq!(direct.idempotency_key, None);
 }
+
+#[tokio::test]
+async fn call_ended_does_not_book_and_call_analyzed_does() {
+    let fake = FakeCalcom::start(FakeConfig::default()).await.unwrap();
+    let server = TestServer::start_with(fast_booking, Default::default()).await;
+    let t = tenant(server.store.as_ref(), "Salon Ended", "+4930100008").await;
+    connect_calcom(server.store.as_ref(), &t, &fake, None).await;
+
+    // The in-call variables said 10:00; the post-call analysis corrected it to 11:00.
+    let ended =
+        analyzed("call_fix", &t.phone, "2027-06-22 10:00").replace("call_analyzed", "call_ended");
+    server
+        .post_retell(t.company, &ended, &t.retell_secret)
+        .await;
+    server.settled_events(t.company, 1).await;
+    assert!(appointments(server.store.as_ref(), t.company)
+        .await
+        .is_empty());
+    assert!(
+        fake.bookings().is_empty(),
+        "call_ended books nothing by default"
+    );
+
+    let analysed = analyzed("call_fix", &t.phone, "2027-06-22 11:00");
+    server
+        .post_retell(t.company, &analysed, &t.retell_secret)
+        .await;
+    let booked = wait_scheduled(server.store.as_ref(), t.company, 1).await;
+    assert_eq!(
+        booked[0].start_at,
+        Some(utc("2027-06-22T09:00:00Z")),
+        "the analysed slot"
+    );
+    assert_eq!(fake.bookings().len(), 1);
+}
+
+#[tokio::test]
+async fn a_replay_after_fixing_the_calcom_connection_books_the_failed_appointment() {
+    let fake = FakeCalcom::start(FakeConfig::default()).await.unwrap();
+    let server = TestServer::start_with(fast_booking, Default::default()).await;
+    let t = tenant(server.store.as_ref(), "Salon Unconnected", "+4930100009").await;
+
+    server
+        .post_retell(
+            t.company,
+            &analyzed("call_cfg", &t.phone, "2027-06-23 12:00"),
+            &t.retell_secret,
+        )
+        .await;
+    let events = server.settled_events(t.company, 1).await;
+    assert_eq!(events[0].status, EventStatus::Failed);
+    let error = events[0].error.clone().unwrap_or_default();
+    assert!(error.contains("askpro branch set-calcom"), "{error}");
+    let all = appointments(server.store.as_ref(), t.company).await;
+    assert_eq!(all[0].status, AppointmentStatus::Failed);
+
+    connect_calcom(server.store.as_ref(), &t, &fake, None).await;
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_askpro"))
+        .args([
+            "events",
+            "replay",
+            "--status",
+            "failed",
+            "--json",
+            "--company",
+        ])
+        .arg(t.company.to_string())
+        .arg("--data-dir")
+        .arg(server.dir.path())
+        .env("ASKPRO_LOG__PARTITIONS", "4")
+        .output()
+        .expect("run askpro events replay");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let booked = wait_scheduled(server.store.as_ref(), t.company, 1).await;
+    assert_eq!(booked[0].id, all[0].id, "the same appointment, reopened");
+    assert_eq!(fake.bookings().len(), 1);
+}

@@ -8,7 +8,9 @@ use askpro_actors::domain::{Appointment, AppointmentStatus, EventStatus};
 use askpro_actors::{CompanyId, EventLog, StateStore};
 
 use crate::booking::{analyzed, connect_calcom};
-use crate::harness::{eventually, tenant, TestServer};
+use askpro_actors::partition::partition_for;
+
+use crate::harness::{eventually, tenant, Tenant, TestServer};
 
 async fn by_status(
     store: &dyn StateStore,
@@ -22,6 +24,24 @@ async fn by_status(
         .into_iter()
         .filter(|a| a.status == status)
         .collect()
+}
+
+/// A new tenant whose company id hashes onto `other`'s partition (4 in tests). Tenants that
+/// land elsewhere are left unused; `number` seeds their distinct phone numbers.
+async fn same_partition_tenant(
+    store: &dyn StateStore,
+    other: &Tenant,
+    name: &str,
+    number: u32,
+) -> Tenant {
+    let target = partition_for(other.company.to_string().as_bytes(), 4);
+    for i in 0..64 {
+        let t = tenant(store, name, &format!("+4930{}", number * 100 + i)).await;
+        if partition_for(t.company.to_string().as_bytes(), 4) == target {
+            return t;
+        }
+    }
+    panic!("no tenant on partition {target} in 64 tries");
 }
 
 fn tuned(config: &mut Config) {
@@ -44,7 +64,7 @@ async fn an_open_breaker_keeps_bookings_pending_until_the_reconciler_syncs_each_
     let server = TestServer::start_with(tuned, Default::default()).await;
     let store = server.store.as_ref();
     let a = tenant(store, "Tenant A", "+4930200001").await;
-    let b = tenant(store, "Tenant B", "+4930200002").await;
+    let b = same_partition_tenant(store, &a, "Tenant B", 200_002).await;
     connect_calcom(store, &a, &failing, None).await;
     connect_calcom(store, &b, &healthy, None).await;
 
@@ -132,7 +152,9 @@ async fn a_tenant_at_its_rate_limit_does_not_hold_up_another() {
     let server = TestServer::start_with(tuned, Default::default()).await;
     let store = server.store.as_ref();
     let a = tenant(store, "Slow A", "+4930200011").await;
-    let b = tenant(store, "Fast B", "+4930200012").await;
+    // B shares A's partition (4 in tests), so both wait on the same consumer: B's progress
+    // then shows that a tenant waiting for its budget holds up only itself.
+    let b = same_partition_tenant(store, &a, "Fast B", 200_012).await;
     // One request per minute: A's second booking has to wait a minute.
     connect_calcom(store, &a, &fake, Some(1)).await;
     connect_calcom(store, &b, &fake, None).await;

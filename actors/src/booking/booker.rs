@@ -338,6 +338,12 @@ impl Booker {
         Arc::clone(locks.entry(company_id).or_default())
     }
 
+    /// Holds the tenant's booking lock: other writers of appointments (the Cal.com webhook
+    /// handler) take it so a sync never works on a copy they changed underneath it.
+    pub async fn lock_tenant(&self, company_id: CompanyId) -> tokio::sync::OwnedMutexGuard<()> {
+        self.tenant_lock(company_id).lock_owned().await
+    }
+
     async fn booked(
         &self,
         store: &dyn StateStore,
@@ -346,6 +352,16 @@ impl Booker {
         booking: super::api::Booking,
         found: bool,
     ) -> Result<SyncOutcome, StoreError> {
+        // Our booking exists but was cancelled or rejected in Cal.com meanwhile: that is the
+        // business's decision; booking it again would overrule it.
+        if matches!(booking.status.as_str(), "cancelled" | "rejected") {
+            appointment.status = AppointmentStatus::Cancelled;
+            appointment.calcom_uid = Some(booking.uid.clone());
+            appointment.last_error = Some(format!("the booking is {} in cal.com", booking.status));
+            bump(&mut appointment, clock.now());
+            store.upsert_appointment(&appointment).await?;
+            return Ok(SyncOutcome::NothingToDo(appointment));
+        }
         appointment.status = AppointmentStatus::Scheduled;
         appointment.calcom_uid = Some(booking.uid.clone());
         appointment.start_at = Some(booking.start);

@@ -103,13 +103,16 @@ impl Limiters {
         let id: [u8; 32] = Sha256::digest(api_key.as_bytes()).into();
         let mut budgets = self.budgets.lock().expect("limiter lock poisoned");
         match budgets.get(&id) {
-            // A changed per-tenant limit takes effect with a fresh budget.
-            Some(b) if b.per_min == per_min => Arc::clone(b),
-            _ => {
+            // Branches sharing a key share its budget; the lowest limit any of them names
+            // wins (Cal.com counts per key), and a pending Retry-After block carries over.
+            Some(b) if b.per_min <= per_min => Arc::clone(b),
+            existing => {
+                let blocked =
+                    existing.and_then(|b| *b.blocked_until.lock().expect("limiter lock poisoned"));
                 let budget = Arc::new(KeyBudget {
                     per_min,
                     limiter: RateLimiter::direct_with_clock(quota(per_min), self.clock),
-                    blocked_until: Mutex::new(None),
+                    blocked_until: Mutex::new(blocked),
                 });
                 budgets.insert(id, Arc::clone(&budget));
                 budget
@@ -155,6 +158,16 @@ mod tests {
         assert_eq!(b, Duration::ZERO);
         let a = limiters.acquire("a", 1, &shutdown).await.unwrap();
         assert_eq!(a, Duration::from_secs(60));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn branches_sharing_a_key_share_its_lowest_limit() {
+        let limiters = Limiters::new();
+        let shutdown = CancellationToken::new();
+        limiters.acquire("k", 1, &shutdown).await.unwrap();
+        // A second branch with a higher limit on the same key gets no fresh burst.
+        let waited = limiters.acquire("k", 120, &shutdown).await.unwrap();
+        assert_eq!(waited, Duration::from_secs(60));
     }
 
     #[tokio::test(start_paused = true)]

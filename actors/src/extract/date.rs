@@ -47,7 +47,7 @@ pub(crate) fn parse_date(raw: &str, today: NaiveDate) -> Result<NaiveDate, Strin
         .and_then(|t| weekday(t.trim_end_matches('.')))
         .map(|day| (tokens.remove(0).trim_end_matches('.'), day));
     let date = match (tokens.as_slice(), said) {
-        ([], Some((_, day))) => return Ok(next_weekday(today, day)),
+        ([], Some((_, day))) => return next_weekday(today, day),
         ([], None) => return Err(not_understood()),
         (tokens, _) => explicit(tokens, today)?,
     };
@@ -168,10 +168,11 @@ fn next_occurrence(day: u32, month: u32, today: NaiveDate) -> Result<NaiveDate, 
 }
 
 /// Strictly after today: see the module comment.
-fn next_weekday(today: NaiveDate, day: Weekday) -> NaiveDate {
+fn next_weekday(today: NaiveDate, day: Weekday) -> Result<NaiveDate, String> {
     let ahead = (7 + day.num_days_from_monday() - today.weekday().num_days_from_monday()) % 7;
     let ahead = if ahead == 0 { 7 } else { ahead };
-    today + Days::new(u64::from(ahead))
+    // Checked: a signed but absurd `start_timestamp` must not panic the tenant actor.
+    shift(today, u64::from(ahead))
 }
 
 fn shift(today: NaiveDate, days: u64) -> Result<NaiveDate, String> {

@@ -64,6 +64,7 @@ pub(super) async fn book_from_call(
         .appointment_by_key(record.meta.company_id, &key)
         .await?
     {
+        Some(existing) if retryable(&existing) => reopen(ctx, existing).await?,
         Some(existing) => existing.id,
         None => create_appointment(ctx, record, call, &branch, &request, key).await?,
     };
@@ -82,6 +83,26 @@ pub(super) async fn book_from_call(
         SyncOutcome::Permanent { reason } => Err(HandlerError::Permanent(reason)),
         SyncOutcome::Interrupted => Err(HandlerError::Interrupted),
     }
+}
+
+/// A `failed` appointment that never reached Cal.com (no uid): its event runs again (a
+/// replay after the branch's Cal.com connection was fixed), so it may be pushed again.
+fn retryable(appointment: &Appointment) -> bool {
+    appointment.status == AppointmentStatus::Failed && appointment.calcom_uid.is_none()
+}
+
+async fn reopen(ctx: &HandlerCtx<'_>, mut appointment: Appointment) -> Result<Uuid, HandlerError> {
+    let now = ctx.clock.now();
+    appointment.status = AppointmentStatus::PendingSync;
+    appointment.version = (appointment.version + 1).max(now.timestamp_millis());
+    appointment.updated_at = now;
+    ctx.store.upsert_appointment(&appointment).await?;
+    tracing::info!(
+        company_id = %appointment.company_id,
+        appointment_id = %appointment.id,
+        "failed appointment reopened as pending_sync by a rerun of its event"
+    );
+    Ok(appointment.id)
 }
 
 async fn branch_of(ctx: &HandlerCtx<'_>, call: &Call) -> Result<Option<Branch>, HandlerError> {

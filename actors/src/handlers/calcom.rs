@@ -82,6 +82,12 @@ pub(super) async fn handle(
         )));
     };
     let company_id = record.meta.company_id;
+    // Serialise with the booker (tenant actor and reconciler), so a sync never writes back a
+    // copy of the appointment this webhook changed meanwhile.
+    let _serial = match ctx.booker {
+        Some(booker) => Some(booker.lock_tenant(company_id).await),
+        None => None,
+    };
     let (existing, key_free) = find_existing(ctx, record, &body, &uid).await?;
     let payload_key = key_free
         .then(|| body.payload.idempotency_key().map(str::to_owned))
@@ -126,6 +132,13 @@ pub(super) async fn handle(
         version: calcom_version(body.created_at.as_deref(), record.meta.received_at),
         updated_at: now,
     };
+    let mut row = row;
+    // Ours, found by our key and not yet linked to a uid: Cal.com's word on whether the
+    // booking exists beats our own bookkeeping writes (stamped with our clock, often later
+    // than its `createdAt`), so this webhook always applies.
+    if let Some(ours) = existing.as_ref().filter(|e| e.calcom_uid.is_none()) {
+        row.version = row.version.max(ours.version + 1);
+    }
     let applied = ctx.store.upsert_appointment(&row).await?;
     if body.trigger_event == "BOOKING_RESCHEDULED" {
         if let Some(original) = body.payload.reschedule_uid.as_deref() {
@@ -137,8 +150,8 @@ pub(super) async fn handle(
     })
 }
 
-/// The appointment this webhook is about: by uid, else (for a creation) the one we made with
-/// the idempotency key in the booking's metadata, if it has no other uid yet. Also says
+/// The appointment this webhook is about: by uid, else (unless a reschedule) the one we made
+/// with the idempotency key in the booking's metadata, if it has no other uid yet. Also says
 /// whether the payload's key is free to be stored on a new row (a reschedule's successor may
 /// carry its original's metadata; the key stays with the original).
 async fn find_existing(
@@ -151,11 +164,11 @@ async fn find_existing(
     if let Some(found) = ctx.store.appointment_by_calcom_uid(company_id, uid).await? {
         return Ok((Some(found), false));
     }
-    let creation = matches!(
-        body.trigger_event.as_str(),
-        "BOOKING_CREATED" | "BOOKING_REQUESTED"
-    );
-    let Some(key) = body.payload.idempotency_key().filter(|_| creation) else {
+    // A reschedule's successor may carry its original's metadata; the key stays with the
+    // original. Every other trigger may find our row by key (a cancellation can arrive for a
+    // booking whose create answer we never saw).
+    let by_key = body.trigger_event != "BOOKING_RESCHEDULED";
+    let Some(key) = body.payload.idempotency_key().filter(|_| by_key) else {
         return Ok((None, false));
     };
     match ctx.store.appointment_by_key(company_id, key).await? {

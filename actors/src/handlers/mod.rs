@@ -23,6 +23,8 @@ pub struct HandlerCtx<'a> {
     pub default_region: &'a str,
     /// Books appointments in Cal.com; `None` keeps them `pending_sync` (tests, tools).
     pub booker: Option<&'a Booker>,
+    /// Whether `call_ended` books too (see `PipelineSettings::book_on_call_ended`).
+    pub book_on_call_ended: bool,
 }
 
 /// Why a handler did not finish.

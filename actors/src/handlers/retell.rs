@@ -93,9 +93,11 @@ pub(super) async fn handle(
         updated_at: ctx.clock.now(),
     };
     let applied = ctx.store.upsert_call(&row).await?;
-    // Both `call_ended` and `call_analyzed` may carry the appointment; the booking key is the
-    // call's, so whichever runs first books and the other finds it.
-    let booking_note = if version >= 2 {
+    // `call_analyzed` books (its analysis is the final word); `call_ended` only when the
+    // tenant's agents send no analysis. The key is the call's either way, so a call books at
+    // most once whichever event gets there.
+    let books = version == 3 || (version == 2 && ctx.book_on_call_ended);
+    let booking_note = if books {
         let call_json = json.get("call").unwrap_or(&serde_json::Value::Null);
         booking::book_from_call(ctx, record, call_json, &row).await?
     } else {

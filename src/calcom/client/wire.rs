@@ -17,7 +17,7 @@ const MAX_RAW_CHARS: usize = 300;
 /// `X-RateLimit-Reset` values above this are unix timestamps rather than seconds to wait.
 const EPOCH_THRESHOLD: u64 = 1_000_000_000;
 
-/// Maps a non-2xx answer: 429 and 5xx are transient, other 4xx permanent.
+/// Maps a non-2xx answer: 408, 429 and 5xx are transient, other 4xx permanent.
 pub(super) fn error_from_response(
     status: StatusCode,
     headers: &HeaderMap,
@@ -26,7 +26,11 @@ pub(super) fn error_from_response(
 ) -> BookingError {
     let (code, message) = error_text(status, body);
     let status_code = status.as_u16();
-    if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
+    // 408: the server gave up waiting for our request, so it acted on nothing; try later.
+    if status == StatusCode::TOO_MANY_REQUESTS
+        || status == StatusCode::REQUEST_TIMEOUT
+        || status.is_server_error()
+    {
         // A rate-limit reset only means "wait" on a 429; every answer carries one, and a 5xx
         // says nothing about the budget. `Retry-After` counts on both (503 may send it).
         let retry_after = match status {
