@@ -360,7 +360,9 @@ async fn booking_created_matches_our_appointment_by_metadata_key_and_records_dir
         sync_attempts: 1,
         last_error: Some("cal.com outcome unknown: timed out".into()),
         source_event: askpro_actors::EventId::new(),
-        version: now.timestamp_millis() - 60_000,
+        // Later than the webhook's createdAt, as our own bookkeeping writes usually are: the
+        // key-matched webhook must still apply to a row with no uid.
+        version: now.timestamp_millis() + 60_000,
         created_at: now,
         updated_at: now,
     };
