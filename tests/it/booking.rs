@@ -86,16 +86,41 @@ async fn wait_scheduled(store: &dyn StateStore, company: CompanyId, n: usize) ->
     appointments(store, company).await
 }
 
+/// A fake Cal.com, a server with fast booking timers, and a tenant whose branch books there.
+async fn connected(name: &str, phone: &str) -> (FakeCalcom, TestServer, Tenant) {
+    let fake = FakeCalcom::start(FakeConfig::default()).await.unwrap();
+    let server = TestServer::start_with(fast_booking, Default::default()).await;
+    let t = tenant(server.store.as_ref(), name, phone).await;
+    connect_calcom(server.store.as_ref(), &t, &fake, None).await;
+    (fake, server, t)
+}
+
+/// Runs `askpro events replay ARGS --json` against the running server's data dir (another
+/// process appending to the same embedded log, as an operator would) and returns its report.
+pub fn replay_cli(server: &TestServer, args: &[&str]) -> serde_json::Value {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_askpro"))
+        .args(["events", "replay", "--json"])
+        .args(args)
+        .arg("--data-dir")
+        .arg(server.dir.path())
+        .env("ASKPRO_LOG__PARTITIONS", "4")
+        .output()
+        .expect("run askpro events replay");
+    assert!(
+        output.status.success(),
+        "replay failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("replay prints json")
+}
+
 fn utc(s: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
 }
 
 #[tokio::test]
 async fn call_analyzed_books_once_at_the_right_utc_instant_across_dst() {
-    let fake = FakeCalcom::start(FakeConfig::default()).await.unwrap();
-    let server = TestServer::start_with(fast_booking, Default::default()).await;
-    let t = tenant(server.store.as_ref(), "Salon DST", "+4930100001").await;
-    connect_calcom(server.store.as_ref(), &t, &fake, None).await;
+    let (fake, server, t) = connected("Salon DST", "+4930100001").await;
 
     // 2027-03-28 is the spring-forward day in Berlin: 14:00 there is 12:00 UTC (CEST).
     let body = analyzed("call_dst", &t.phone, "2027-03-28 14:00");
@@ -126,10 +151,7 @@ async fn call_analyzed_books_once_at_the_right_utc_instant_across_dst() {
 
 #[tokio::test]
 async fn duplicate_deliveries_and_a_replay_still_book_once() {
-    let fake = FakeCalcom::start(FakeConfig::default()).await.unwrap();
-    let server = TestServer::start_with(fast_booking, Default::default()).await;
-    let t = tenant(server.store.as_ref(), "Salon Dup", "+4930100002").await;
-    connect_calcom(server.store.as_ref(), &t, &fake, None).await;
+    let (fake, server, t) = connected("Salon Dup", "+4930100002").await;
 
     let body = analyzed("call_dup", &t.phone, "2027-06-20 10:30");
     for _ in 0..20 {
@@ -148,24 +170,7 @@ async fn duplicate_deliveries_and_a_replay_still_book_once() {
         .id;
 
     // A replay of the processed event through the CLI, while the server runs.
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_askpro"))
-        .args([
-            "events",
-            "replay",
-            &first.to_string(),
-            "--json",
-            "--data-dir",
-        ])
-        .arg(server.dir.path())
-        .env("ASKPRO_LOG__PARTITIONS", "4")
-        .output()
-        .expect("run askpro events replay");
-    assert!(
-        output.status.success(),
-        "replay failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let report = replay_cli(&server, &[&first.to_string()]);
     assert_eq!(report["replayed"].as_array().map(Vec::len), Some(1));
     eventually("the replayed event settles", || async {
         let row = server.store.event(t.company, first).await.unwrap().unwrap();
@@ -214,10 +219,7 @@ async fn a_create_whose_answer_times_out_is_found_not_repeated() {
 
 #[tokio::test]
 async fn a_branch_with_no_services_gets_exactly_one_default_under_concurrent_bookings() {
-    let fake = FakeCalcom::start(FakeConfig::default()).await.unwrap();
-    let server = TestServer::start_with(fast_booking, Default::default()).await;
-    let t = tenant(server.store.as_ref(), "Salon Default", "+4930100004").await;
-    connect_calcom(server.store.as_ref(), &t, &fake, None).await;
+    let (fake, server, t) = connected("Salon Default", "+4930100004").await;
 
     let sends = (0..10).map(|i| {
         let body = analyzed(
@@ -257,10 +259,7 @@ async fn a_branch_with_no_services_gets_exactly_one_default_under_concurrent_boo
 
 #[tokio::test]
 async fn vague_and_template_values_fail_with_the_field_and_value_named() {
-    let fake = FakeCalcom::start(FakeConfig::default()).await.unwrap();
-    let server = TestServer::start_with(fast_booking, Default::default()).await;
-    let t = tenant(server.store.as_ref(), "Salon Vague", "+4930100005").await;
-    connect_calcom(server.store.as_ref(), &t, &fake, None).await;
+    let (fake, server, t) = connected("Salon Vague", "+4930100005").await;
 
     let body = analyzed("call_vague", &t.phone, "morgen vormittags");
     server.post_retell(t.company, &body, &t.retell_secret).await;
@@ -277,10 +276,7 @@ async fn vague_and_template_values_fail_with_the_field_and_value_named() {
 
 #[tokio::test]
 async fn a_booking_cancelled_in_calcom_cancels_ours() {
-    let fake = FakeCalcom::start(FakeConfig::default()).await.unwrap();
-    let server = TestServer::start_with(fast_booking, Default::default()).await;
-    let t = tenant(server.store.as_ref(), "Salon Loop", "+4930100006").await;
-    connect_calcom(server.store.as_ref(), &t, &fake, None).await;
+    let (_fake, server, t) = connected("Salon Loop", "+4930100006").await;
     server
         .post_retell(
             t.company,
@@ -420,10 +416,7 @@ async fn booking_created_matches_our_appointment_by_metadata_key_and_records_dir
 
 #[tokio::test]
 async fn call_ended_does_not_book_and_call_analyzed_does() {
-    let fake = FakeCalcom::start(FakeConfig::default()).await.unwrap();
-    let server = TestServer::start_with(fast_booking, Default::default()).await;
-    let t = tenant(server.store.as_ref(), "Salon Ended", "+4930100008").await;
-    connect_calcom(server.store.as_ref(), &t, &fake, None).await;
+    let (fake, server, t) = connected("Salon Ended", "+4930100008").await;
 
     // The in-call variables said 10:00; the post-call analysis corrected it to 11:00.
     let ended =
@@ -474,26 +467,9 @@ async fn a_replay_after_fixing_the_calcom_connection_books_the_failed_appointmen
     assert_eq!(all[0].status, AppointmentStatus::Failed);
 
     connect_calcom(server.store.as_ref(), &t, &fake, None).await;
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_askpro"))
-        .args([
-            "events",
-            "replay",
-            "--status",
-            "failed",
-            "--json",
-            "--company",
-        ])
-        .arg(t.company.to_string())
-        .arg("--data-dir")
-        .arg(server.dir.path())
-        .env("ASKPRO_LOG__PARTITIONS", "4")
-        .output()
-        .expect("run askpro events replay");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let company = t.company.to_string();
+    let report = replay_cli(&server, &["--status", "failed", "--company", &company]);
+    assert_eq!(report["replayed"].as_array().map(Vec::len), Some(1));
     let booked = wait_scheduled(server.store.as_ref(), t.company, 1).await;
     assert_eq!(booked[0].id, all[0].id, "the same appointment, reopened");
     assert_eq!(fake.bookings().len(), 1);

@@ -7,7 +7,7 @@ use askpro::embedded::EmbeddedLog;
 use askpro_actors::domain::{Appointment, AppointmentStatus, EventStatus};
 use askpro_actors::{CompanyId, EventLog, StateStore};
 
-use crate::booking::{analyzed, connect_calcom};
+use crate::booking::{analyzed, connect_calcom, replay_cli};
 use askpro_actors::partition::partition_for;
 
 use crate::harness::{eventually, tenant, Tenant, TestServer};
@@ -272,26 +272,9 @@ async fn transient_failures_go_through_the_retry_tiers_to_the_dead_letter_log_an
         ..Default::default()
     })
     .unwrap();
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_askpro"))
-        .args([
-            "events",
-            "replay",
-            "--status",
-            "failed",
-            "--json",
-            "--company",
-        ])
-        .arg(t.company.to_string())
-        .arg("--data-dir")
-        .arg(server.dir.path())
-        .env("ASKPRO_LOG__PARTITIONS", "4")
-        .output()
-        .expect("run askpro events replay");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let company = t.company.to_string();
+    let report = replay_cli(&server, &["--status", "failed", "--company", &company]);
+    assert_eq!(report["replayed"].as_array().map(Vec::len), Some(1));
     eventually("replayed event booked", || async {
         by_status(store, t.company, AppointmentStatus::Scheduled)
             .await
