@@ -321,16 +321,10 @@ impl Booker {
     }
 
     fn open_remaining(&self, company_id: CompanyId) -> Duration {
-        // Peeking with acquire would grant a probe; the open period is reported by acquire
-        // only when still open, so ask on a copy.
         let breakers = self.breakers.lock().expect("breakers lock poisoned");
         breakers
             .get(&company_id)
-            .cloned()
-            .map_or(Duration::ZERO, |mut b| match b.acquire(Instant::now()).0 {
-                Permit::Rejected { retry_in } => retry_in,
-                Permit::Allowed { .. } => Duration::ZERO,
-            })
+            .map_or(Duration::ZERO, |b| b.open_for(Instant::now()))
     }
 
     fn tenant_lock(&self, company_id: CompanyId) -> Arc<tokio::sync::Mutex<()>> {

@@ -109,6 +109,14 @@ impl Breaker {
         }
     }
 
+    /// How long the breaker stays open from `now` (zero unless it is open).
+    pub fn open_for(&self, now: Instant) -> Duration {
+        match self.inner {
+            Inner::Open { until } => until.saturating_duration_since(now),
+            Inner::Closed { .. } | Inner::HalfOpen { .. } => Duration::ZERO,
+        }
+    }
+
     /// Asks to send one request. A granted probe must be answered with
     /// [`Breaker::on_success`] or [`Breaker::on_failure`] (or [`Breaker::on_abandoned`]).
     pub fn acquire(&mut self, now: Instant) -> (Permit, Option<Transition>) {

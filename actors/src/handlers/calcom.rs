@@ -102,7 +102,7 @@ pub(super) async fn handle(
         .and_then(|a| a.phone.as_deref())
         .and_then(|p| phone::normalize(p, ctx.default_region).ok());
     let now = ctx.clock.now();
-    let row = Appointment {
+    let mut row = Appointment {
         company_id,
         id: existing.as_ref().map(|a| a.id).unwrap_or_else(Uuid::now_v7),
         calcom_uid: Some(uid),
@@ -132,7 +132,6 @@ pub(super) async fn handle(
         version: calcom_version(body.created_at.as_deref(), record.meta.received_at),
         updated_at: now,
     };
-    let mut row = row;
     // Ours, found by our key and not yet linked to a uid: Cal.com's word on whether the
     // booking exists beats our own bookkeeping writes (stamped with our clock, often later
     // than its `createdAt`), so this webhook always applies.
