@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Config, LogBackend};
 use crate::embedded::{EmbeddedLog, EmbeddedStore};
 use crate::http::{self, AppState, HttpMetrics};
+use crate::kafka::{KafkaBackend, KafkaWorker};
 use crate::worker;
 
 /// Why the service could not start or stopped with an error.
@@ -57,6 +58,12 @@ pub enum AppError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot use kafka at {brokers}")]
+    Kafka {
+        brokers: String,
+        #[source]
+        source: askpro_actors::LogError,
+    },
     #[error("http server failed")]
     Serve(#[source] std::io::Error),
     #[error("cannot set up booking: {0}")]
@@ -70,22 +77,38 @@ pub struct Backends {
     pub store: Arc<dyn StateStore>,
 }
 
-/// Opens the configured backends.
-pub fn open_backends(config: &Config) -> Result<Backends, AppError> {
+/// Opens the configured backends (the producer side only, for the CLI).
+pub async fn open_backends(config: &Config) -> Result<Backends, AppError> {
+    Ok(open_all(config, false).await?.0)
+}
+
+/// Opens the log and the store; with Kafka, `consume` joins the consumer group too.
+async fn open_all(
+    config: &Config,
+    consume: bool,
+) -> Result<(Backends, Option<KafkaBackend>), AppError> {
     let dir = &config.data.dir;
-    let shown = dir.display().to_string();
-    let log: Arc<dyn EventLog> = match config.log.backend {
-        LogBackend::Embedded => Arc::new(EmbeddedLog::open(dir, config.log.partitions).map_err(
-            |source| AppError::Log {
-                dir: shown.clone(),
-                source,
-            },
-        )?),
+    let (log, kafka): (Arc<dyn EventLog>, _) = match config.log.backend {
+        LogBackend::Embedded => {
+            let log =
+                EmbeddedLog::open(dir, config.log.partitions).map_err(|source| AppError::Log {
+                    dir: dir.display().to_string(),
+                    source,
+                })?;
+            (Arc::new(log), None)
+        }
+        LogBackend::Kafka => {
+            let kafka = KafkaBackend::open(config, consume)
+                .await
+                .map_err(|source| AppError::Kafka {
+                    brokers: config.kafka.brokers.clone(),
+                    source,
+                })?;
+            (kafka.main.clone(), Some(kafka))
+        }
     };
-    let store: Arc<dyn StateStore> = Arc::new(
-        EmbeddedStore::open(dir).map_err(|source| AppError::Store { dir: shown, source })?,
-    );
-    Ok(Backends { log, store })
+    let store = open_store(config)?;
+    Ok((Backends { log, store }, kafka))
 }
 
 /// Opens only the state store (admin commands).
@@ -138,9 +161,10 @@ pub async fn run(
     options: RunOptions,
 ) -> Result<(), AppError> {
     let config = Arc::new(config);
-    let backends = match options.backends {
-        Some(backends) => backends,
-        None => open_backends(&config)?,
+    let role = options.role;
+    let (backends, kafka) = match options.backends {
+        Some(backends) => (backends, None),
+        None => open_all(&config, role.workers()).await?,
     };
     let (log, store) = (Arc::clone(&backends.log), Arc::clone(&backends.store));
     let clock = options.clock.unwrap_or_else(|| Arc::new(SystemClock));
@@ -148,29 +172,43 @@ pub async fn run(
     let pipeline_metrics = PipelineMetrics::register(&registry)?;
     let http_metrics = HttpMetrics::register(&registry)?;
 
-    let role = options.role;
     let worker_shutdown = CancellationToken::new();
     let ingress = match role.ingress() {
         true => Some(spawn_ingress(&config, &log, &pipeline_metrics).await?),
         false => None,
     };
-    // Held for the life of the workers: one worker per embedded data dir.
-    let _worker_lock = role.workers().then(|| lock_worker(&config)).transpose()?;
+    // Held for the life of the workers: one worker per embedded data dir. Kafka's consumer
+    // group coordinates any number of workers.
+    let embedded_log = config.log.backend == LogBackend::Embedded;
+    let _worker_lock = (role.workers() && embedded_log)
+        .then(|| lock_worker(&config))
+        .transpose()?;
     let mut booker = None;
+    let mut kafka_worker = None;
     let group = match role.workers() {
         true => {
-            let retries = worker::open_retry_topology(&config)?;
+            let kafka_error = |source| AppError::Kafka {
+                brokers: config.kafka.brokers.clone(),
+                source,
+            };
+            let (retries, tier_logs) = match &kafka {
+                Some(kafka) => KafkaWorker::retry_topology(&config, kafka).map_err(kafka_error)?,
+                None => (worker::open_retry_topology(&config)?, Vec::new()),
+            };
+            let owns = match &kafka {
+                Some(kafka) => Some(KafkaWorker::owns(&kafka.main).map_err(kafka_error)?),
+                None => None,
+            };
             let booking = worker::booker(&config, &registry, &worker_shutdown)?;
-            worker::spawn_booking_tasks(
-                &config,
-                &log,
-                &store,
-                &clock,
-                &booking,
-                &retries,
-                &worker_shutdown,
-            )
-            .await?;
+            let tasks = worker::BookingTasks {
+                main: &log,
+                store: &store,
+                clock: &clock,
+                booker: &booking,
+                retries: &retries,
+                owns,
+            };
+            worker::spawn_booking_tasks(&config, tasks, &worker_shutdown).await?;
             for tier in &retries.tiers {
                 spawn_retention(&config, &tier.log, &worker_shutdown);
             }
@@ -186,7 +224,29 @@ pub async fn run(
             });
             booker = Some(booking);
             spawn_retention(&config, &log, &worker_shutdown);
-            Some(spawn_workers(&config, &log, pipeline, &worker_shutdown).await?)
+            let group = spawn_workers(&config, &log, pipeline, &worker_shutdown).await?;
+            match &kafka {
+                // The consumer group decides which partitions this worker owns.
+                Some(kafka) => {
+                    let started = KafkaWorker::start(
+                        &config,
+                        &kafka.main,
+                        group.clone(),
+                        &tier_logs,
+                        &clock,
+                        &worker_shutdown,
+                    );
+                    kafka_worker = Some(started.map_err(kafka_error)?);
+                }
+                // The embedded log has a single worker: it owns every partition.
+                None => {
+                    let all = (0..log.partitions()).collect();
+                    group
+                        .cast(GroupMsg::Assign(all))
+                        .map_err(|_| AppError::GroupGone)?;
+                }
+            }
+            Some(group)
         }
         false => None,
     };
@@ -233,6 +293,12 @@ pub async fn run(
         // Only now do retry loops give up: the workers kept working while HTTP drained.
         worker_shutdown.cancel();
         drain_workers(&group, log.partitions(), &config).await;
+    }
+    if let Some(kafka_worker) = kafka_worker {
+        kafka_worker.shutdown().await;
+    }
+    if let Some(kafka) = &kafka {
+        kafka.producer.flush();
     }
     served.map_err(AppError::Serve)
 }
@@ -294,11 +360,6 @@ async fn spawn_workers(
             name: "worker group",
             source,
         })?;
-    // The embedded log has a single worker: it owns every partition.
-    let all = (0..log.partitions()).collect();
-    group
-        .cast(GroupMsg::Assign(all))
-        .map_err(|_| AppError::GroupGone)?;
     Ok(group)
 }
 

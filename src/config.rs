@@ -11,7 +11,9 @@ use figment::Figment;
 use serde::{Deserialize, Serialize};
 
 mod booking;
+mod kafka;
 pub use booking::BookingConfig;
+pub use kafka::KafkaConfig;
 
 /// The commented defaults compiled into the binary.
 pub const DEFAULTS: &str = include_str!("../config.default.toml");
@@ -34,6 +36,7 @@ pub struct Config {
     pub server: ServerConfig,
     pub data: DataConfig,
     pub log: LogConfig,
+    pub kafka: KafkaConfig,
     pub ingress: IngressConfig,
     pub inbound: InboundConfig,
     pub pipeline: PipelineConfig,
@@ -61,6 +64,7 @@ pub struct DataConfig {
 #[serde(rename_all = "lowercase")]
 pub enum LogBackend {
     Embedded,
+    Kafka,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -264,6 +268,18 @@ impl Config {
         }
         self.validate_inbound()?;
         self.booking.validate()?;
+        if self.log.backend == LogBackend::Kafka {
+            self.kafka.validate(self.pipeline.drain_timeout_ms)?;
+            if self.kafka.delivery_timeout_ms > self.ingress.durability_timeout_ms {
+                return invalid(
+                    "kafka.delivery_timeout_ms",
+                    format!(
+                        "({}) must not exceed ingress.durability_timeout_ms ({})",
+                        self.kafka.delivery_timeout_ms, self.ingress.durability_timeout_ms
+                    ),
+                );
+            }
+        }
         if self.pipeline.consumer_group.trim().is_empty() {
             return invalid("pipeline.consumer_group", "must not be empty".into());
         }

@@ -7,6 +7,7 @@ pub mod cli;
 pub mod config;
 pub mod embedded;
 pub mod http;
+pub mod kafka;
 pub mod loadgen;
 pub mod payload;
 pub mod routing;

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use askpro_actors::booking::{Booker, BookingMetrics};
-use askpro_actors::reconciler::{ReconcilerActor, ReconcilerArgs};
+use askpro_actors::reconciler::{Owns, ReconcilerActor, ReconcilerArgs};
 use askpro_actors::retry_tier::{self, RetryTier, RetryTopology};
 use askpro_actors::{Clock, EventLog, StateStore};
 use prometheus::Registry;
@@ -27,6 +27,9 @@ pub fn open_retry_topology(config: &Config) -> Result<RetryTopology, AppError> {
     let dir = &config.data.dir;
     let open = |file: &str| -> Result<Arc<dyn EventLog>, AppError> {
         match config.log.backend {
+            LogBackend::Kafka => Err(AppError::Booking(
+                "kafka retry topics are opened by KafkaWorker::retry_topology".into(),
+            )),
             LogBackend::Embedded => Ok(Arc::new(
                 EmbeddedLog::open_file(dir, file, config.log.partitions).map_err(|source| {
                     AppError::Log {
@@ -75,34 +78,44 @@ pub fn booker(
     )))
 }
 
-/// Starts the retry forwarders and the reconciler; both stop with `shutdown`.
+/// What the booking tasks work with.
+pub struct BookingTasks<'a> {
+    pub main: &'a Arc<dyn EventLog>,
+    pub store: &'a Arc<dyn StateStore>,
+    pub clock: &'a Arc<dyn Clock>,
+    pub booker: &'a Arc<Booker>,
+    pub retries: &'a RetryTopology,
+    /// The tenants this worker owns when partitions move between workers (Kafka); the
+    /// retry forwarders then follow the tier topics' assignments instead of starting here.
+    pub owns: Option<Owns>,
+}
+
+/// Starts the retry forwarders (embedded log) and the reconciler; both stop with `shutdown`.
 pub async fn spawn_booking_tasks(
     config: &Config,
-    main: &Arc<dyn EventLog>,
-    store: &Arc<dyn StateStore>,
-    clock: &Arc<dyn Clock>,
-    booker: &Arc<Booker>,
-    retries: &RetryTopology,
+    tasks: BookingTasks<'_>,
     shutdown: &CancellationToken,
 ) -> Result<(), AppError> {
     let group = format!("{}-retry-forwarder", config.pipeline.consumer_group);
-    for (i, tier) in retries.tiers.iter().enumerate() {
-        tokio::spawn(retry_tier::forward(
-            i + 1,
-            tier.clone(),
-            Arc::clone(main),
-            group.clone(),
-            Arc::clone(clock),
-            shutdown.clone(),
-        ));
+    if tasks.owns.is_none() {
+        for (i, tier) in tasks.retries.tiers.iter().enumerate() {
+            tokio::spawn(retry_tier::forward(
+                i + 1,
+                tier.clone(),
+                Arc::clone(tasks.main),
+                group.clone(),
+                Arc::clone(tasks.clock),
+                shutdown.clone(),
+            ));
+        }
     }
     let args = ReconcilerArgs {
-        store: Arc::clone(store),
-        clock: Arc::clone(clock),
-        booker: Arc::clone(booker),
+        store: Arc::clone(tasks.store),
+        clock: Arc::clone(tasks.clock),
+        booker: Arc::clone(tasks.booker),
         settings: config.booking.reconcile(),
         // The embedded log has one worker, which owns every tenant.
-        owns: Arc::new(|_| true),
+        owns: tasks.owns.unwrap_or_else(|| Arc::new(|_| true)),
         shutdown: shutdown.clone(),
     };
     let (reconciler, _) = Actor::spawn(None, ReconcilerActor, args)

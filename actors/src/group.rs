@@ -21,6 +21,8 @@ use crate::pipeline::Pipeline;
 /// What `/health` and the CLI see of a worker.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct GroupStatus {
+    /// Partitions this worker owns (all of them with the embedded log; the consumer
+    /// group's share with Kafka), whether or not their consumer is running right now.
     pub assigned: Vec<u32>,
     pub partitions: Vec<PartitionStatus>,
     pub consumer_restarts: u64,
@@ -236,7 +238,7 @@ impl GroupState {
             }
         }
         GroupStatus {
-            assigned: self.consumers.keys().copied().collect(),
+            assigned: self.assigned.iter().copied().collect(),
             partitions,
             consumer_restarts: self.restarts,
         }

@@ -51,6 +51,17 @@ pub trait EventLog: Send + Sync + 'static {
     /// A cheap liveness probe for `/health`.
     async fn check(&self) -> Result<(), LogError>;
 
+    /// Stops the backend prefetching `partition` while its consumer is backed up (a tenant's
+    /// queue is full). Kafka pauses the partition; the embedded log reads on demand anyway.
+    fn pause(&self, partition: u32) {
+        let _ = partition;
+    }
+
+    /// Undoes [`EventLog::pause`].
+    fn resume(&self, partition: u32) {
+        let _ = partition;
+    }
+
     /// Drops records appended before `older_than` that every consumer group has committed,
     /// and returns how many went. Backends whose broker enforces retention itself (Kafka)
     /// keep the default, which does nothing.

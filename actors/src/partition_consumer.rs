@@ -73,6 +73,8 @@ pub struct ConsumerState {
     /// Fetched but not yet dispatched (backpressure).
     backlog: VecDeque<Arc<StoredRecord>>,
     fetching: bool,
+    /// The backend was asked to pause this partition (see [`EventLog::pause`]).
+    paused: bool,
     drain: Option<RpcReplyPort<PartitionStatus>>,
 }
 
@@ -119,6 +121,7 @@ impl Actor for PartitionConsumer {
             per_tenant: HashMap::new(),
             backlog: VecDeque::new(),
             fetching: false,
+            paused: false,
             drain: None,
         })
     }
@@ -271,12 +274,21 @@ impl ConsumerState {
             if tenant_load >= settings.tenant_queue_capacity
                 || self.in_flight.len() >= settings.partition_max_inflight
             {
-                return Ok(()); // paused until this tenant finishes something
+                // Paused until this tenant finishes something; the backend stops prefetching.
+                if !self.paused {
+                    self.paused = true;
+                    self.args.log.pause(self.args.partition);
+                }
+                return Ok(());
             }
             let record = self.backlog.pop_front().expect("front exists");
             self.in_flight.insert(record.offset, false);
             *self.per_tenant.entry(company_id).or_insert(0) += 1;
             self.supervisor.cast(SupervisorMsg::Dispatch(record))?;
+        }
+        if self.paused {
+            self.paused = false;
+            self.args.log.resume(self.args.partition);
         }
         myself.cast(ConsumerMsg::Poll)?;
         Ok(())

@@ -97,7 +97,7 @@ pub async fn forward(
 ) {
     let mut tasks = JoinSet::new();
     for partition in 0..tier.log.partitions() {
-        let forwarder = PartitionForwarder {
+        let forwarder = Forwarder {
             tier_no,
             partition,
             tier: tier.log.clone(),
@@ -105,10 +105,35 @@ pub async fn forward(
             group: group.clone(),
             clock: Arc::clone(&clock),
         };
-        let shutdown = shutdown.clone();
-        tasks.spawn(async move { forwarder.run(&shutdown).await });
+        tasks.spawn(forward_partition(forwarder, shutdown.clone()));
     }
     while tasks.join_next().await.is_some() {}
+}
+
+/// What one partition's forwarder works with. A backend whose partitions move between
+/// workers (Kafka) runs one [`forward_partition`] per tier partition it is assigned.
+pub struct Forwarder {
+    /// 1-based tier number (for logs).
+    pub tier_no: usize,
+    pub partition: u32,
+    pub tier: Arc<dyn EventLog>,
+    pub main: Arc<dyn EventLog>,
+    /// Consumer group whose tier offsets the forwarder commits.
+    pub group: String,
+    pub clock: Arc<dyn Clock>,
+}
+
+/// Forwards one tier partition until `shutdown`.
+pub async fn forward_partition(forwarder: Forwarder, shutdown: CancellationToken) {
+    let forwarder = PartitionForwarder {
+        tier_no: forwarder.tier_no,
+        partition: forwarder.partition,
+        tier: forwarder.tier,
+        main: forwarder.main,
+        group: forwarder.group,
+        clock: forwarder.clock,
+    };
+    forwarder.run(&shutdown).await
 }
 
 struct PartitionForwarder {

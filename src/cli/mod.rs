@@ -7,6 +7,7 @@ mod events;
 mod fake;
 mod output;
 mod replay;
+mod topics;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -93,6 +94,9 @@ pub enum Command {
     /// Inspect the event ledger.
     #[command(subcommand)]
     Events(events::EventsCmd),
+    /// Create, describe and grow the Kafka topics (uses kafka.brokers, whatever log.backend).
+    #[command(subcommand)]
+    Topics(topics::TopicsCmd),
     /// Send signed webhooks to a running ingress and report throughput and latency.
     Loadgen(LoadgenCmd),
     /// Run a bare HTTP server that answers 200 at once (the plain-HTTP ceiling for loadgen).
@@ -163,6 +167,7 @@ pub async fn main() -> Result<()> {
         Command::Staff(cmd) => catalog::staff(&config, cmd).await,
         Command::Appointments(cmd) => catalog::appointments(&config, cmd).await,
         Command::Events(cmd) => events::run(&config, cmd).await,
+        Command::Topics(cmd) => topics::run(&config, cmd).await,
         Command::Loadgen(cmd) => admin::loadgen(&config, cmd).await,
         Command::BenchServer { listen } => bench_server(listen).await,
         Command::FakeCalcom(args) => fake::run(args).await,

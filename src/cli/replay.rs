@@ -35,7 +35,7 @@ pub async fn replay(
     store: &dyn StateStore,
     rows: Vec<EventRow>,
 ) -> Result<Report> {
-    let log = crate::app::open_backends(config)?.log;
+    let log = crate::app::open_backends(config).await?.log;
     let mut report = Report {
         replayed: Vec::new(),
         skipped: Vec::new(),

@@ -134,12 +134,13 @@ async fn consumers(app: &AppState) -> Value {
         .await;
     match result {
         Ok(ractor::rpc::CallResult::Success(status)) => {
-            let expected = app.log.partitions() as usize;
+            let expected = status.assigned.len();
             let live = status.partitions.len();
             let healthy = live == expected;
             json!({
                 "status": if healthy { "healthy" } else { "unhealthy" },
                 "partitions_expected": expected,
+                "assigned": status.assigned,
                 "partitions_live": live,
                 "consumer_restarts": status.consumer_restarts,
                 "partitions": status.partitions,
