@@ -326,7 +326,7 @@ async fn spawn_ingress(
         log: Arc::clone(log),
         metrics: metrics.clone(),
         max_batch: config.ingress.max_batch,
-        max_inflight_batches: config.ingress.max_inflight_batches,
+        max_inflight_batches: config.ingress_inflight_batches(),
     };
     let (actor, _) = Actor::spawn(None, IngressActor, args)
         .await

@@ -214,12 +214,8 @@ impl Config {
                 ),
             );
         }
-        let positive: [(&'static str, u64); 9] = [
+        let positive: [(&'static str, u64); 8] = [
             ("ingress.max_batch", self.ingress.max_batch as u64),
-            (
-                "ingress.max_inflight_batches",
-                self.ingress.max_inflight_batches as u64,
-            ),
             ("ingress.max_pending", self.ingress.max_pending as u64),
             (
                 "ingress.durability_timeout_ms",
@@ -340,6 +336,15 @@ impl Config {
             shown.retell.global_secret = "<redacted>".into();
         }
         shown
+    }
+
+    /// `ingress.max_inflight_batches`, with 0 resolved for the configured log.
+    pub fn ingress_inflight_batches(&self) -> usize {
+        match (self.ingress.max_inflight_batches, self.log.backend) {
+            (0, LogBackend::Embedded) => 1,
+            (0, LogBackend::Kafka) => 8,
+            (n, _) => n,
+        }
     }
 
     pub fn pipeline_settings(&self) -> PipelineSettings {
