@@ -5,6 +5,7 @@ pub mod bench_server;
 pub mod calcom;
 pub mod cli;
 pub mod config;
+pub mod cql;
 pub mod embedded;
 pub mod http;
 pub mod kafka;

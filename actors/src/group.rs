@@ -411,13 +411,13 @@ mod tests {
         .await;
         assert_eq!(f.pipeline.metrics.tenant_actors.get(), 1);
 
-        f.log.panic_next_end_offset(); // the next commit tick panics inside the consumer
+        f.log.panic_next_commit(); // committing c1 panics inside the consumer
+        f.event(on1, "c1").await;
         f.wait_status("consumer restarted", |s| {
-            s.consumer_restarts == 1 && s.assigned == [1]
+            s.consumer_restarts == 1 && s.assigned == [1] && s.partitions.len() == 1
         })
         .await;
 
-        f.event(on1, "c1").await;
         eventually("processed after restart", || f.processed(on1, 2)).await;
         eventually("committed after restart", || {
             f.log.committed_offset("askpro", 1) == Some(2)
@@ -441,9 +441,11 @@ mod tests {
         f.group.cast(GroupMsg::Assign(vec![1])).unwrap();
         f.wait_status("consumer up", |s| s.assigned == [1]).await;
 
-        f.log.panic_next_end_offset();
+        f.log.panic_next_commit();
+        f.event(tenant_on(1), "x").await;
+        // Failed, waiting out its restart backoff: still assigned, no consumer running.
         f.wait_status("consumer failed", |s| {
-            s.consumer_restarts == 1 && s.assigned.is_empty()
+            s.consumer_restarts == 1 && s.assigned == [1] && s.partitions.is_empty()
         })
         .await;
         // The rebalance takes the partition away during the restart backoff.
@@ -451,6 +453,13 @@ mod tests {
         tokio::time::sleep(Duration::from_secs(2)).await;
 
         let status = f.status().await;
-        assert!(status.assigned.is_empty(), "restarted a revoked partition");
+        assert!(
+            status.assigned.is_empty(),
+            "a revoked partition is not assigned"
+        );
+        assert!(
+            status.partitions.is_empty(),
+            "restarted a revoked partition"
+        );
     }
 }

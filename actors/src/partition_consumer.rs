@@ -75,6 +75,8 @@ pub struct ConsumerState {
     fetching: bool,
     /// The backend was asked to pause this partition (see [`EventLog::pause`]).
     paused: bool,
+    /// A lag lookup is running (see `refresh_lag`).
+    lag_lookup: Arc<std::sync::atomic::AtomicBool>,
     drain: Option<RpcReplyPort<PartitionStatus>>,
 }
 
@@ -122,6 +124,7 @@ impl Actor for PartitionConsumer {
             backlog: VecDeque::new(),
             fetching: false,
             paused: false,
+            lag_lookup: Arc::default(),
             drain: None,
         })
     }
@@ -356,14 +359,33 @@ impl ConsumerState {
                 }
             }
         }
-        if let Ok(end) = log.end_offset(self.args.partition).await {
-            let lag = end.saturating_sub(self.committed) as i64;
-            pipeline
-                .metrics
-                .consumer_lag
-                .with_label_values(&[&self.args.partition.to_string()])
-                .set(lag);
+        self.refresh_lag();
+    }
+
+    /// Updates the lag gauge off the actor: the end offset can be a broker round trip, and
+    /// this actor must keep answering (drains, status) meanwhile. One lookup at a time.
+    fn refresh_lag(&self) {
+        if self
+            .lag_lookup
+            .swap(true, std::sync::atomic::Ordering::AcqRel)
+        {
+            return;
         }
+        let busy = Arc::clone(&self.lag_lookup);
+        let log = Arc::clone(&self.args.log);
+        let (partition, committed) = (self.args.partition, self.committed);
+        let gauge = self
+            .args
+            .pipeline
+            .metrics
+            .consumer_lag
+            .with_label_values(&[&partition.to_string()]);
+        tokio::spawn(async move {
+            if let Ok(end) = log.end_offset(partition).await {
+                gauge.set(end.saturating_sub(committed) as i64);
+            }
+            busy.store(false, std::sync::atomic::Ordering::Release);
+        });
     }
 
     async fn start_drain(

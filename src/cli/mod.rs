@@ -109,6 +109,9 @@ pub enum Command {
     FakeCalcom(fake::FakeCalcomArgs),
     /// Time cached call_inbound resolutions in a throwaway store (p50/p99/p99.9 in ns).
     BenchResolver(crate::routing::BenchResolverArgs),
+    /// Time the Kafka producer (acks=all, idempotent) on ingress-shaped records, against a
+    /// raw rdkafka loop, and check per-tenant order by reading the topic back.
+    BenchProducer(crate::kafka::bench::BenchProducerArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -171,6 +174,7 @@ pub async fn main() -> Result<()> {
         Command::Loadgen(cmd) => admin::loadgen(&config, cmd).await,
         Command::BenchServer { listen } => bench_server(listen).await,
         Command::FakeCalcom(args) => fake::run(args).await,
+        Command::BenchProducer(args) => crate::kafka::bench::run(&config, args).await,
         Command::BenchResolver(args) => {
             let report = crate::routing::bench_resolver(&args).await?;
             match args.json {

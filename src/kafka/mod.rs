@@ -5,6 +5,7 @@
 //! [`EventLog`]: askpro_actors::EventLog
 
 pub mod admin;
+pub mod bench;
 mod consumer;
 mod decode;
 mod log;

@@ -34,6 +34,9 @@ impl KafkaProducer {
             .set("batch.size", kafka.batch_size.to_string())
             .set("compression.type", &kafka.compression)
             .set("message.timeout.ms", kafka.delivery_timeout_ms.to_string())
+            // Far above what the ingress lets wait (ingress.max_pending): a full local queue
+            // would make `send` retry one record while later ones of its tenant go ahead.
+            .set("queue.buffering.max.messages", "1000000")
             .create()
             .map_err(|e| unavailable(format!("create a producer for {}", kafka.brokers), e))?;
         Ok(Self {

@@ -7,6 +7,8 @@ mod crash;
 mod harness;
 mod inbound;
 mod ingress;
+mod kafka;
+mod kafka_faults;
 mod kafka_log;
 mod kafka_topics;
 mod log_contract;

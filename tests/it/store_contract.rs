@@ -1,8 +1,11 @@
 //! Conformance suite for the [`StateStore`] contract.
 //!
-//! Every check is a generic `pub async fn(store: &dyn StateStore)` that starts from an empty
-//! store, so any backend (the embedded SQLite store today, the CQL store later) runs the same
-//! functions: add one `store_conformance!(backend_name, open_expression)` line at the bottom.
+//! Every check is a generic `pub async fn(store: &dyn StateStore)`, so any backend (the
+//! embedded SQLite store, the CQL store in `store_contract_cql.rs`) runs the same functions:
+//! one `store_conformance!(backend_name, open_expression)` line per backend. A check must not
+//! assume an empty store: the CQL backend shares one keyspace between all checks of a run, so
+//! each check works with companies it creates, filters global listings by their ids, and
+//! takes phone numbers (a global index) from [`unique_phone`].
 //! Timestamps are whole milliseconds, the precision every backend keeps.
 
 use askpro_actors::domain::{
@@ -15,6 +18,7 @@ use askpro_actors::record::Provider;
 use askpro_actors::store::{ClaimRequest, StateStore};
 use bytes::Bytes;
 use chrono::{DateTime, TimeZone, Utc};
+use std::sync::atomic::{AtomicU64, Ordering};
 use uuid::Uuid;
 
 #[path = "store_contract_catalog.rs"]
@@ -26,6 +30,12 @@ pub use catalog::*;
 /// A fixed instant plus `ms` milliseconds.
 pub fn at(ms: i64) -> DateTime<Utc> {
     Utc.timestamp_millis_opt(1_764_064_800_000 + ms).unwrap()
+}
+
+/// A phone number no other call in this process returns (the phone index is global).
+pub fn unique_phone() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    format!("+49301{:09}", NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
 pub fn company(name: &str) -> Company {
@@ -154,12 +164,14 @@ pub async fn companies_round_trip(store: &dyn StateStore) {
     assert_eq!(store.company(a.id).await.unwrap(), Some(a.clone()));
     assert_eq!(store.company(CompanyId::new()).await.unwrap(), None);
     let mut all = store.companies().await.unwrap();
+    // Only this check's companies: other checks may share the store.
+    all.retain(|c| c.id == a.id || c.id == b.id);
     all.sort_by_key(|c| c.id);
     assert_eq!(all, vec![a, b]);
 }
 
 pub async fn create_branch_needs_its_company(store: &dyn StateStore) {
-    let orphan = branch(CompanyId::new(), "+493011111111");
+    let orphan = branch(CompanyId::new(), &unique_phone());
     let err = store.create_branch(&orphan).await.unwrap_err();
     assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
     assert_eq!(store.resolve_phone(&orphan.phone).await.unwrap(), None);
@@ -168,7 +180,7 @@ pub async fn create_branch_needs_its_company(store: &dyn StateStore) {
 pub async fn phone_index_conflict_and_resolve(store: &dyn StateStore) {
     let a = tenant(store, "Acme").await;
     let b = tenant(store, "Bolt").await;
-    let owner = branch(a.id, "+493012345678");
+    let owner = branch(a.id, &unique_phone());
     store.create_branch(&owner).await.unwrap();
     let route = PhoneRoute {
         company_id: a.id,
@@ -192,7 +204,7 @@ pub async fn phone_index_conflict_and_resolve(store: &dyn StateStore) {
         Some(route)
     );
 
-    let second = branch(b.id, "+493087654321");
+    let second = branch(b.id, &unique_phone());
     store.create_branch(&second).await.unwrap();
     let second_route = store.resolve_phone(&second.phone).await.unwrap();
     assert_eq!(second_route.map(|r| r.branch_id), Some(second.id));
@@ -239,7 +251,7 @@ pub async fn secrets_add_list_remove(store: &dyn StateStore) {
 pub async fn tenants_are_isolated(store: &dyn StateStore) {
     let a = tenant(store, "Acme").await;
     let b = tenant(store, "Bolt").await;
-    let a_branch = branch(a.id, "+493012345678");
+    let a_branch = branch(a.id, &unique_phone());
     store.create_branch(&a_branch).await.unwrap();
     store
         .add_secret(&secret(a.id, Provider::Retell, "a-secret"))
@@ -769,3 +781,6 @@ fn open_embedded() -> (tempfile::TempDir, askpro::embedded::EmbeddedStore) {
 }
 
 store_conformance!(embedded, open_embedded());
+
+#[path = "store_contract_cql.rs"]
+mod cql_backend;

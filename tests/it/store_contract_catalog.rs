@@ -13,12 +13,12 @@ use askpro_actors::ids::{BranchId, CompanyId};
 use askpro_actors::store::StateStore;
 use uuid::Uuid;
 
-use super::{appointment, at, branch, company};
+use super::{appointment, at, branch, company, unique_phone};
 
-async fn tenant_with_branch(store: &dyn StateStore, phone: &str) -> Branch {
+async fn tenant_with_branch(store: &dyn StateStore) -> Branch {
     let c = company("Acme");
     store.create_company(&c).await.unwrap();
-    let b = branch(c.id, phone);
+    let b = branch(c.id, &unique_phone());
     store.create_branch(&b).await.unwrap();
     b
 }
@@ -65,7 +65,7 @@ fn customer(company_id: CompanyId, phone: Option<&str>, name: Option<&str>) -> C
 // ---- services ----------------------------------------------------------------------------
 
 pub async fn services_round_trip_and_isolation(store: &dyn StateStore) {
-    let b = tenant_with_branch(store, "+493011111111").await;
+    let b = tenant_with_branch(store).await;
     let other = company("Bolt");
     store.create_company(&other).await.unwrap();
     let late = service(b.company_id, Some(b.id), "Färben", 20);
@@ -97,7 +97,7 @@ pub async fn services_round_trip_and_isolation(store: &dyn StateStore) {
 }
 
 pub async fn default_service_existing_or_created(store: &dyn StateStore) {
-    let b = tenant_with_branch(store, "+493011111111").await;
+    let b = tenant_with_branch(store).await;
     let company_id = b.company_id;
     let here = staff(company_id, Some(b.id), "ada", 1);
     let mut gone = staff(company_id, Some(b.id), "bea", 2);
@@ -110,7 +110,7 @@ pub async fn default_service_existing_or_created(store: &dyn StateStore) {
     let mut inactive = service(company_id, Some(b.id), "alt", 0);
     inactive.active = false;
     store.create_service(&inactive).await.unwrap();
-    let second = branch(company_id, "+493022222222");
+    let second = branch(company_id, &unique_phone());
     store.create_branch(&second).await.unwrap();
     store
         .create_service(&service(company_id, Some(second.id), "dort", 0))
@@ -139,7 +139,7 @@ pub async fn default_service_existing_or_created(store: &dyn StateStore) {
     assert_eq!(store.service(company_id, again.id).await.unwrap(), None);
 
     // A company-wide service counts for a branch that has none of its own.
-    let third = branch(company_id, "+493033333333");
+    let third = branch(company_id, &unique_phone());
     store.create_branch(&third).await.unwrap();
     let wide = service(company_id, None, "überall", 70);
     store.create_service(&wide).await.unwrap();
@@ -151,7 +151,7 @@ pub async fn default_service_existing_or_created(store: &dyn StateStore) {
 }
 
 pub async fn default_service_is_created_once_under_concurrency(store: &dyn StateStore) {
-    let b = tenant_with_branch(store, "+493011111111").await;
+    let b = tenant_with_branch(store).await;
     let member = staff(b.company_id, Some(b.id), "ada", 1);
     store.create_staff(&member).await.unwrap();
     let candidates: Vec<Service> = (0..10)
@@ -183,7 +183,7 @@ pub async fn default_service_is_created_once_under_concurrency(store: &dyn State
 // ---- staff and assignments ---------------------------------------------------------------
 
 pub async fn staff_and_assignments(store: &dyn StateStore) {
-    let b = tenant_with_branch(store, "+493011111111").await;
+    let b = tenant_with_branch(store).await;
     let company_id = b.company_id;
     let other = company("Bolt");
     store.create_company(&other).await.unwrap();
@@ -281,12 +281,12 @@ pub async fn customers_by_phone_or_id(store: &dyn StateStore) {
 
 pub async fn update_branch_moves_phone_and_bumps_routing(store: &dyn StateStore) {
     let v0 = store.routing_version().await.unwrap();
-    let b = tenant_with_branch(store, "+493011111111").await;
+    let b = tenant_with_branch(store).await;
     let v1 = store.routing_version().await.unwrap();
     assert!(v1 > v0, "create_branch bumps the routing version");
 
     let moved = Branch {
-        phone: "+493099999999".into(),
+        phone: unique_phone(),
         name: "Mitte neu".into(),
         retell_agent_id: Some("agent_42".into()),
         calcom: Some(CalcomConfig {
@@ -313,7 +313,7 @@ pub async fn update_branch_moves_phone_and_bumps_routing(store: &dyn StateStore)
     assert!(store.resolve_phone(&moved.phone).await.unwrap().is_some());
 
     // Another branch's number is refused, atomically.
-    let other = branch(b.company_id, "+493022222222");
+    let other = branch(b.company_id, &unique_phone());
     store.create_branch(&other).await.unwrap();
     let thief = Branch {
         phone: moved.phone.clone(),
@@ -331,12 +331,12 @@ pub async fn update_branch_moves_phone_and_bumps_routing(store: &dyn StateStore)
 
     let missing = Branch {
         id: BranchId::new(),
-        phone: "+493077777777".into(),
+        phone: unique_phone(),
         ..moved
     };
     let err = store.update_branch(&missing).await.unwrap_err();
     assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
-    assert_eq!(store.resolve_phone("+493077777777").await.unwrap(), None);
+    assert_eq!(store.resolve_phone(&missing.phone).await.unwrap(), None);
 }
 
 // ---- appointments ------------------------------------------------------------------------

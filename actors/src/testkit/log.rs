@@ -3,7 +3,7 @@
 //! Records are placed with [`partition_for`] like every real backend, offsets are dense per
 //! partition, `fetch` long-polls on a [`Notify`] and committed offsets are kept per group.
 //! Knobs: a gate that holds appends until permits are released (to observe group commit), an
-//! append failure switch, a one-shot panic in `end_offset` (to fail the calling actor), and
+//! append failure switch, a one-shot panic in `commit` (to fail the calling actor), and
 //! counters of calls and batch sizes.
 
 use std::collections::HashMap;
@@ -33,7 +33,7 @@ pub struct MemLog {
     gate: Mutex<Option<Arc<Semaphore>>>,
     fail_appends: AtomicBool,
     panic_appends: AtomicBool,
-    panic_next_end_offset: AtomicBool,
+    panic_next_commit: AtomicBool,
     batch_sizes: Mutex<Vec<usize>>,
     appends_in_flight: AtomicUsize,
     fetch_calls: AtomicUsize,
@@ -54,7 +54,7 @@ impl MemLog {
             gate: Mutex::new(None),
             fail_appends: AtomicBool::new(false),
             panic_appends: AtomicBool::new(false),
-            panic_next_end_offset: AtomicBool::new(false),
+            panic_next_commit: AtomicBool::new(false),
             batch_sizes: Mutex::new(Vec::new()),
             appends_in_flight: AtomicUsize::new(0),
             fetch_calls: AtomicUsize::new(0),
@@ -91,9 +91,9 @@ impl MemLog {
         self.fail_appends.store(fail, Ordering::SeqCst);
     }
 
-    /// The next `end_offset` call panics (the calling actor fails).
-    pub fn panic_next_end_offset(&self) {
-        self.panic_next_end_offset.store(true, Ordering::SeqCst);
+    /// The next `commit` call panics (the calling actor fails).
+    pub fn panic_next_commit(&self) {
+        self.panic_next_commit.store(true, Ordering::SeqCst);
     }
 
     // ---- observations --------------------------------------------------------------------
@@ -241,6 +241,9 @@ impl EventLog for MemLog {
     async fn commit(&self, group: &str, partition: u32, next_offset: u64) -> Result<(), LogError> {
         self.check_partition(partition)?;
         self.commit_calls.fetch_add(1, Ordering::SeqCst);
+        if self.panic_next_commit.swap(false, Ordering::SeqCst) {
+            panic!("memlog: injected panic in commit");
+        }
         self.data()
             .committed
             .insert((group.to_owned(), partition), next_offset);
@@ -255,9 +258,6 @@ impl EventLog for MemLog {
     async fn end_offset(&self, partition: u32) -> Result<u64, LogError> {
         self.check_partition(partition)?;
         self.end_offset_calls.fetch_add(1, Ordering::SeqCst);
-        if self.panic_next_end_offset.swap(false, Ordering::SeqCst) {
-            panic!("memlog: injected panic in end_offset");
-        }
         Ok(self.data().partitions[partition as usize].len() as u64)
     }
 

@@ -1,0 +1,578 @@
+//! The Kafka backend when things break, against real brokers: a worker lost mid-stream
+//! (SIGTERM and SIGKILL) with a second worker taking over its partitions, and a broker outage
+//! (a private broker of this test, stopped and started again with `scripts/services`).
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use askpro::calcom::fake::{FakeCalcom, FakeConfig};
+use askpro_actors::domain::{AppointmentStatus, EventStatus};
+use askpro_actors::{CompanyId, EventId};
+use futures::StreamExt;
+
+use crate::booking::{analyzed, connect_calcom};
+use crate::crash::free_port;
+use crate::harness::{retell_body, Tenant};
+use crate::kafka::{
+    assigned, by_status, group_committed, health, http, ledger, open_store, post_retell,
+    services_script, slot, tenants, wait_every, wait_healthy, wait_processed, wait_until, Acked,
+    KafkaSetup, HEALTH_POLL, TIERS,
+};
+use crate::kafka_topics::KafkaNames;
+
+const PARTITIONS: u32 = 8;
+
+/// One webhook of the stream: every fifth is a `call_analyzed` that books.
+fn webhook(i: usize, t: &Tenant) -> (String, String, bool) {
+    let call_id = format!("call_loss_{i}");
+    match i.is_multiple_of(5) {
+        true => {
+            let body = analyzed(&call_id, &t.phone, &slot(i / 5));
+            (call_id, body, true)
+        }
+        false => (
+            call_id.clone(),
+            retell_body("call_ended", &call_id, &t.phone),
+            false,
+        ),
+    }
+}
+
+/// Issue requirement 2: ingress + two workers on 8 partitions; one worker is stopped with
+/// `signal` while webhooks stream in. Every acknowledged webhook is processed exactly once
+/// (one `processed` ledger row per acknowledged event, none failed, one call row, one booking
+/// at the fake Cal.com per booking call) and the survivor owns all 8 partitions.
+async fn worker_loss(signal: &'static str) {
+    const TENANTS: usize = 50;
+    const WEBHOOKS: usize = 2000;
+    const SENDERS: usize = 12;
+    let names = KafkaNames::new(&format!("it-kafka-loss-{}", signal.to_lowercase()));
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let store = open_store(dir);
+    let fake = FakeCalcom::start(FakeConfig {
+        rate_limit_per_min: 0,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let tenants = tenants(store.as_ref(), 21, TENANTS).await;
+    for t in &tenants {
+        connect_calcom(store.as_ref(), t, &fake, None).await;
+    }
+    let companies: Vec<CompanyId> = tenants.iter().map(|t| t.company).collect();
+
+    let setup =
+        KafkaSetup::new(&names, PARTITIONS).with("ASKPRO_BOOKING__RATE_LIMIT_PER_MIN", "6000");
+    // The ingress first: it creates the topics, so the workers' group starts on 8 partitions.
+    let ingress = setup.spawn("ingress", dir);
+    let client = http();
+    wait_healthy(&client, &ingress).await;
+    let mut doomed = setup.spawn("worker", dir);
+    let survivor = setup.spawn("worker", dir);
+    wait_every(
+        "the two workers split the 8 partitions",
+        Duration::from_secs(60),
+        HEALTH_POLL,
+        || async {
+            let a = assigned(&client, &doomed).await?;
+            let b = assigned(&client, &survivor).await?;
+            let union: BTreeSet<u32> = a.union(&b).copied().collect();
+            match !a.is_empty() && !b.is_empty() && a.is_disjoint(&b) && union.len() == 8 {
+                true => Ok(()),
+                false => Err(format!("doomed {a:?}, survivor {b:?}")),
+            }
+        },
+    )
+    .await;
+    let doomed_had = assigned(&client, &doomed).await.unwrap();
+
+    // Senders stream webhooks; the doomed worker is stopped once a third are acknowledged.
+    let acked = Arc::new(Mutex::new(Vec::<Acked>::new()));
+    let refused = Arc::new(Mutex::new(Vec::<String>::new()));
+    let tenants = Arc::new(tenants);
+    let sending = {
+        let (client, acked, refused, tenants) = (
+            client.clone(),
+            acked.clone(),
+            refused.clone(),
+            tenants.clone(),
+        );
+        let url_node = ingress.url("");
+        tokio::spawn(async move {
+            futures::stream::iter(0..WEBHOOKS)
+                .for_each_concurrent(SENDERS, |i| {
+                    let (client, acked, refused, tenants) = (
+                        client.clone(),
+                        acked.clone(),
+                        refused.clone(),
+                        tenants.clone(),
+                    );
+                    let base = url_node.clone();
+                    async move {
+                        let t = &tenants[i % tenants.len()];
+                        let (call_id, body, books) = webhook(i, t);
+                        let answer = post_to(&client, &base, t, &body).await;
+                        match answer {
+                            Ok((202, Some(event_id))) => acked.lock().unwrap().push(Acked {
+                                event_id,
+                                company: t.company,
+                                call_id,
+                                books,
+                            }),
+                            other => refused
+                                .lock()
+                                .unwrap()
+                                .push(format!("{call_id}: {other:?}")),
+                        }
+                    }
+                })
+                .await
+        })
+    };
+    wait_until(
+        "a third of the stream acknowledged",
+        Duration::from_secs(90),
+        || async {
+            let n = acked.lock().unwrap().len();
+            match n >= WEBHOOKS / 3 {
+                true => Ok(()),
+                false => Err(format!("{n} acknowledged")),
+            }
+        },
+    )
+    .await;
+    let at_kill = acked.lock().unwrap().len();
+    let processed_at_kill = ledger(store.as_ref(), &companies)
+        .await
+        .iter()
+        .filter(|r| r.status == EventStatus::Processed)
+        .count();
+    let committed_at_kill = group_committed(&names.brokers, &names.group, &names.topic).await;
+    doomed.signal(signal);
+    eprintln!(
+        "SIG{signal} to the worker owning {doomed_had:?} after {at_kill} acks, \
+         {processed_at_kill} processed by then; committed {committed_at_kill:?}"
+    );
+    let exit = doomed.wait_exit(Duration::from_secs(30)).await;
+    if signal == "TERM" {
+        assert_eq!(
+            exit,
+            Some(0),
+            "a worker stopped with SIGTERM exits 0 after draining"
+        );
+    }
+    tokio::time::timeout(Duration::from_secs(120), sending)
+        .await
+        .expect("the stream is sent within 120 s")
+        .unwrap();
+    let refused = refused.lock().unwrap().clone();
+    assert!(
+        refused.is_empty(),
+        "the ingress acknowledges every webhook while a worker dies: {} refused, e.g. {:?}",
+        refused.len(),
+        &refused[..refused.len().min(5)]
+    );
+    let acked = acked.lock().unwrap().clone();
+    assert_eq!(acked.len(), WEBHOOKS);
+
+    // The survivor takes over the lost partitions (SIGKILL: after the 6 s session timeout).
+    wait_every(
+        "the survivor owns all 8 partitions",
+        Duration::from_secs(60),
+        HEALTH_POLL,
+        || async {
+            let now = assigned(&client, &survivor).await?;
+            match now == (0..PARTITIONS).collect() {
+                true => Ok(()),
+                false => Err(format!(
+                    "survivor owns {now:?} (the lost worker had {doomed_had:?})"
+                )),
+            }
+        },
+    )
+    .await;
+
+    let rows = wait_processed(store.as_ref(), &acked, Duration::from_secs(120)).await;
+    // Exactly once in the ledger: one row per acknowledged event, all processed.
+    let mut per_id: HashMap<EventId, usize> = HashMap::new();
+    for row in &rows {
+        *per_id.entry(row.id).or_default() += 1;
+    }
+    let wanted: BTreeSet<EventId> = acked.iter().map(|a| a.event_id).collect();
+    assert_eq!(
+        rows.len(),
+        wanted.len(),
+        "one ledger row per acknowledged webhook, nothing else: {:?}",
+        by_status(&rows)
+    );
+    assert!(
+        per_id.values().all(|n| *n == 1),
+        "an event id has several rows"
+    );
+    assert!(
+        rows.iter()
+            .all(|r| r.status == EventStatus::Processed && wanted.contains(&r.id)),
+        "every row processed: {:?}",
+        by_status(&rows)
+    );
+    let mut per_key: HashMap<&str, usize> = HashMap::new();
+    for row in &rows {
+        *per_key.entry(row.dedup_key.as_str()).or_default() += 1;
+    }
+    assert!(
+        per_key.values().all(|n| *n == 1),
+        "one processed event per delivery (dedup key)"
+    );
+    // Side effects exactly once: one call row per call, one booking per booking call.
+    for a in &acked {
+        let call = store.call(a.company, &a.call_id).await.unwrap();
+        assert!(call.is_some(), "call {} recorded", a.call_id);
+    }
+    let bookings = fake.bookings();
+    let mut per_call: HashMap<String, usize> = HashMap::new();
+    for booking in &bookings {
+        let key = booking
+            .metadata
+            .get("askpro_key")
+            .cloned()
+            .unwrap_or_default();
+        *per_call.entry(key).or_default() += 1;
+    }
+    let booking_calls: Vec<&Acked> = acked.iter().filter(|a| a.books).collect();
+    for a in &booking_calls {
+        let key = format!("retell-call:{}", a.call_id);
+        assert_eq!(
+            per_call.get(&key).copied().unwrap_or(0),
+            1,
+            "exactly one Cal.com booking for {}",
+            a.call_id
+        );
+    }
+    assert_eq!(bookings.len(), booking_calls.len(), "no other bookings");
+    let mut scheduled = 0;
+    for company in &companies {
+        let appointments = store.appointments(*company).await.unwrap();
+        assert!(
+            appointments
+                .iter()
+                .all(|a| a.status == AppointmentStatus::Scheduled),
+            "{appointments:?}"
+        );
+        scheduled += appointments.len();
+    }
+    assert_eq!(
+        scheduled,
+        booking_calls.len(),
+        "one appointment per booking call"
+    );
+    drop((doomed, survivor, ingress));
+    names.delete_topics(TIERS).await;
+}
+
+async fn post_to(
+    client: &reqwest::Client,
+    base: &str,
+    t: &Tenant,
+    body: &str,
+) -> Result<(u16, Option<EventId>), String> {
+    let signature =
+        askpro::signature::sign_retell(&t.retell_secret, body.as_bytes(), crate::harness::now_ms());
+    let response = client
+        .post(format!("{base}/webhooks/retell/{}", t.company))
+        .header("content-type", "application/json")
+        .header("x-retell-signature", signature)
+        .body(body.to_owned())
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = response.status().as_u16();
+    let body: serde_json::Value = response.json().await.unwrap_or_default();
+    Ok((
+        status,
+        body["event_id"].as_str().and_then(|s| s.parse().ok()),
+    ))
+}
+
+#[tokio::test]
+async fn kafka_worker_sigterm_mid_stream_survivor_processes_every_ack_exactly_once() {
+    worker_loss("TERM").await;
+}
+
+#[tokio::test]
+async fn kafka_worker_sigkill_mid_stream_survivor_processes_every_ack_exactly_once() {
+    worker_loss("KILL").await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// broker outage
+
+/// A Kafka broker of this test only (`scripts/services up kafka` in a run dir of its own, on
+/// free ports). Stopped when dropped, also when the test fails.
+struct PrivateBroker {
+    dir: tempfile::TempDir,
+    port: u16,
+    controller_port: u16,
+}
+
+impl PrivateBroker {
+    fn new() -> Self {
+        // scripts/test hands tests a scratch dir whose leftovers it stops at the end.
+        let base = std::env::var_os("ASKPRO_SERVICES_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(std::env::temp_dir);
+        std::fs::create_dir_all(&base).unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("it-kafka-outage-")
+            .tempdir_in(base)
+            .unwrap();
+        let port = free_port();
+        let mut controller_port = free_port();
+        while controller_port == port {
+            controller_port = free_port();
+        }
+        Self {
+            dir,
+            port,
+            controller_port,
+        }
+    }
+
+    fn brokers(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn services(&self, action: &str) -> std::io::Result<std::process::Output> {
+        services(self.dir.path(), self.port, self.controller_port, action)
+    }
+
+    async fn run(&self, action: &'static str) {
+        let (dir, port, controller_port) =
+            (self.dir.path().to_owned(), self.port, self.controller_port);
+        let output =
+            tokio::task::spawn_blocking(move || services(&dir, port, controller_port, action))
+                .await
+                .unwrap()
+                .expect("run scripts/services");
+        assert!(
+            output.status.success(),
+            "scripts/services {action} kafka (port {port}) failed: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        if action == "up" {
+            let stdout = String::from_utf8_lossy(&output.stdout);
+            assert!(
+                stdout.contains(&format!("ASKPRO_KAFKA__BROKERS={}", self.brokers())),
+                "up prints the private broker's address: {stdout}"
+            );
+        }
+    }
+}
+
+impl Drop for PrivateBroker {
+    fn drop(&mut self) {
+        match self.services("down") {
+            Ok(output) if output.status.success() => {}
+            Ok(output) => eprintln!(
+                "stopping the private broker on port {} failed: {}",
+                self.port,
+                String::from_utf8_lossy(&output.stderr)
+            ),
+            Err(e) => eprintln!("stopping the private broker on port {}: {e}", self.port),
+        }
+    }
+}
+
+/// `scripts/services ACTION kafka` for the broker of run dir `dir`.
+fn services(
+    dir: &Path,
+    port: u16,
+    controller_port: u16,
+    action: &str,
+) -> std::io::Result<std::process::Output> {
+    Command::new(services_script())
+        .args([action, "kafka"])
+        .env("ASKPRO_SERVICES_DIR", dir)
+        .env("ASKPRO_KAFKA_PORT", port.to_string())
+        .env("ASKPRO_KAFKA_CONTROLLER_PORT", controller_port.to_string())
+        .output()
+}
+
+/// Issue requirement 4: with the broker down the ingress answers 503, never 2xx; once it is
+/// back, webhooks are acknowledged again, every acknowledged webhook (also those acknowledged
+/// just before the outage) is processed, and a webhook answered 503 is never processed unless
+/// it was sent again.
+#[tokio::test]
+async fn kafka_broker_outage_answers_503_then_recovers_without_losing_acks() {
+    // Fails first without ASKPRO_KAFKA__BROKERS, like every Kafka test (no broker started).
+    let mut names = KafkaNames::new("it-kafka-outage");
+    let broker = PrivateBroker::new();
+    broker.run("up").await;
+    names.brokers = broker.brokers();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let store = open_store(dir);
+    let tenants = tenants(store.as_ref(), 31, 4).await;
+    let companies: Vec<CompanyId> = tenants.iter().map(|t| t.company).collect();
+    let setup = KafkaSetup::new(&names, 2)
+        .with("ASKPRO_KAFKA__DELIVERY_TIMEOUT_MS", "2000")
+        .with("ASKPRO_INGRESS__DURABILITY_TIMEOUT_MS", "3000");
+    let serve = setup.spawn("serve", dir);
+    let client = http();
+    wait_healthy(&client, &serve).await;
+
+    let mut n = 0;
+    let mut next = || {
+        n += 1;
+        let t = &tenants[n % tenants.len()];
+        let call_id = format!("call_outage_{n}");
+        (
+            t,
+            call_id.clone(),
+            retell_body("call_ended", &call_id, &t.phone),
+        )
+    };
+    // Before: acknowledged, and the broker is stopped right away (some not yet consumed).
+    let mut acked = Vec::new();
+    for _ in 0..10 {
+        let (t, call_id, body) = next();
+        let answer = post_retell(&client, &serve, t, &body, None).await.unwrap();
+        assert_eq!(answer.status, 202, "before the outage: {:?}", answer.body);
+        acked.push(Acked {
+            event_id: answer.event_id.unwrap(),
+            company: t.company,
+            call_id,
+            books: false,
+        });
+    }
+    broker.run("down").await;
+
+    // During: every webhook is refused with 503 (the record could not be made durable).
+    let mut unacked: Vec<(usize, String, String)> = Vec::new();
+    let during: Vec<_> = (0..6).map(|_| next()).collect();
+    let refused_since = Instant::now();
+    let answers = futures::future::join_all(
+        during
+            .iter()
+            .map(|(t, _, body)| post_retell(&client, &serve, t, body, None)),
+    )
+    .await;
+    for ((t, call_id, body), answer) in during.iter().zip(answers) {
+        let answer = answer.expect("the ingress answers while the broker is down");
+        assert_eq!(
+            answer.status, 503,
+            "{call_id} while the broker is down: {:?}",
+            answer.body
+        );
+        let index = tenants.iter().position(|x| x.company == t.company).unwrap();
+        unacked.push((index, call_id.clone(), body.clone()));
+    }
+    eprintln!(
+        "broker down: 6 webhooks answered 503 after {:?}",
+        refused_since.elapsed()
+    );
+    let body = health(&client, &serve).await.unwrap();
+    assert_eq!(
+        body["checks"]["log"]["status"], "unhealthy",
+        "/health reports the log unreachable: {body}"
+    );
+
+    // After: the same broker (same data) is started again; the ingress recovers.
+    broker.run("up").await;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let first = loop {
+        let (t, call_id, body) = next();
+        let answer = post_retell(&client, &serve, t, &body, None).await;
+        match answer {
+            Ok(answer) if answer.status == 202 => {
+                break Acked {
+                    event_id: answer.event_id.unwrap(),
+                    company: t.company,
+                    call_id,
+                    books: false,
+                }
+            }
+            Ok(answer) if answer.status == 503 => {
+                let index = tenants.iter().position(|x| x.company == t.company).unwrap();
+                unacked.push((index, call_id, body));
+            }
+            other => panic!("{call_id} after the restart: {other:?}"),
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no webhook acknowledged within 90 s of the broker's restart ({} answered 503)",
+            unacked.len()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    eprintln!(
+        "broker back: first 202 after {} webhooks answered 503 since the restart",
+        unacked.len() - 6
+    );
+    acked.push(first);
+    for _ in 0..10 {
+        let (t, call_id, body) = next();
+        let answer = post_retell(&client, &serve, t, &body, None).await.unwrap();
+        assert_eq!(answer.status, 202, "after the outage: {:?}", answer.body);
+        acked.push(Acked {
+            event_id: answer.event_id.unwrap(),
+            company: t.company,
+            call_id,
+            books: false,
+        });
+    }
+    // Two of the refused webhooks are sent again (as Retell would) and are accepted now.
+    let resent: Vec<(usize, String, String)> = unacked.drain(..2).collect();
+    for (index, call_id, body) in &resent {
+        let t = &tenants[*index];
+        let answer = post_retell(&client, &serve, t, body, None).await.unwrap();
+        assert_eq!(answer.status, 202, "re-sent {call_id}: {:?}", answer.body);
+        acked.push(Acked {
+            event_id: answer.event_id.unwrap(),
+            company: t.company,
+            call_id: call_id.clone(),
+            books: false,
+        });
+    }
+
+    let rows = wait_processed(store.as_ref(), &acked, Duration::from_secs(90)).await;
+    // Let anything still in flight settle before checking that nothing else appears.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rows_now = ledger(store.as_ref(), &companies).await;
+    assert_eq!(
+        rows_now.len(),
+        rows.len(),
+        "no late rows: {:?}",
+        by_status(&rows_now)
+    );
+    let wanted: BTreeSet<EventId> = acked.iter().map(|a| a.event_id).collect();
+    for row in &rows_now {
+        assert!(
+            wanted.contains(&row.id),
+            "a ledger row for an event never acknowledged: {} {:?} {}",
+            row.dedup_key,
+            row.status,
+            row.id
+        );
+        assert_eq!(row.status, EventStatus::Processed, "{}", row.dedup_key);
+    }
+    for (_, call_id, _) in &unacked {
+        let key = format!("retell:call_ended:{call_id}");
+        let found: Vec<_> = rows_now.iter().filter(|r| r.dedup_key == key).collect();
+        assert!(
+            found.is_empty(),
+            "{call_id} was answered 503 and never re-sent, yet it is in the ledger: {found:?}"
+        );
+    }
+    for (_, call_id, _) in &resent {
+        let key = format!("retell:call_ended:{call_id}");
+        let found = rows_now.iter().filter(|r| r.dedup_key == key).count();
+        assert_eq!(found, 1, "{call_id} re-sent after a 503: processed once");
+    }
+    drop(serve);
+    names.delete_topics(TIERS).await;
+}
