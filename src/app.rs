@@ -21,7 +21,8 @@ use ractor::{Actor, ActorRef};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, LogBackend};
+use crate::config::{Config, ConfigError, LogBackend, StoreBackend};
+use crate::cql::{CqlError, CqlStore};
 use crate::embedded::{EmbeddedLog, EmbeddedStore};
 use crate::http::{self, AppState, HttpMetrics};
 use crate::kafka::{KafkaBackend, KafkaWorker};
@@ -42,6 +43,15 @@ pub enum AppError {
         #[source]
         source: askpro_actors::StoreError,
     },
+    #[error("cannot open the CQL state store at {contact_points} (keyspace {keyspace})")]
+    CqlStore {
+        contact_points: String,
+        keyspace: String,
+        #[source]
+        source: Box<CqlError>,
+    },
+    #[error(transparent)]
+    Config(#[from] ConfigError),
     #[error("cannot register metrics")]
     Metrics(#[from] prometheus::Error),
     #[error("cannot start actor {name}")]
@@ -107,19 +117,34 @@ async fn open_all(
             (kafka.main.clone(), Some(kafka))
         }
     };
-    let store = open_store(config)?;
+    let store = open_store(config).await?;
     Ok((Backends { log, store }, kafka))
 }
 
-/// Opens only the state store (admin commands).
-pub fn open_store(config: &Config) -> Result<Arc<dyn StateStore>, AppError> {
-    let dir = &config.data.dir;
-    Ok(Arc::new(EmbeddedStore::open(dir).map_err(|source| {
-        AppError::Store {
-            dir: dir.display().to_string(),
-            source,
+/// Opens only the configured state store (admin commands): SQLite under `data.dir`, or the
+/// CQL cluster of `[cql]` (migrated first when `cql.migrate_on_start`).
+pub async fn open_store(config: &Config) -> Result<Arc<dyn StateStore>, AppError> {
+    match config.store.backend {
+        StoreBackend::Embedded => {
+            let dir = &config.data.dir;
+            let store = EmbeddedStore::open(dir).map_err(|source| AppError::Store {
+                dir: dir.display().to_string(),
+                source,
+            })?;
+            Ok(Arc::new(store))
         }
-    })?))
+        StoreBackend::Cql => {
+            let settings = config.cql.settings()?;
+            let store = CqlStore::open(&settings)
+                .await
+                .map_err(|source| AppError::CqlStore {
+                    contact_points: config.cql.contact_points.clone(),
+                    keyspace: config.cql.keyspace.clone(),
+                    source: Box::new(source),
+                })?;
+            Ok(Arc::new(store))
+        }
+    }
 }
 
 /// What one process runs. Ingress nodes are stateless apart from the log; workers own

@@ -12,8 +12,10 @@ use serde::{Deserialize, Serialize};
 
 mod booking;
 mod kafka;
+mod store;
 pub use booking::BookingConfig;
 pub use kafka::KafkaConfig;
+pub use store::{CqlConfig, StoreBackend, StoreConfig};
 
 /// The commented defaults compiled into the binary.
 pub const DEFAULTS: &str = include_str!("../config.default.toml");
@@ -37,6 +39,8 @@ pub struct Config {
     pub data: DataConfig,
     pub log: LogConfig,
     pub kafka: KafkaConfig,
+    pub store: StoreConfig,
+    pub cql: CqlConfig,
     pub ingress: IngressConfig,
     pub inbound: InboundConfig,
     pub pipeline: PipelineConfig,
@@ -275,6 +279,9 @@ impl Config {
                     ),
                 );
             }
+        }
+        if self.store.backend == StoreBackend::Cql {
+            self.cql.validate()?;
         }
         if self.pipeline.consumer_group.trim().is_empty() {
             return invalid("pipeline.consumer_group", "must not be empty".into());

@@ -118,7 +118,7 @@ fn parse_provider(s: &str) -> Result<Provider, String> {
 }
 
 pub async fn company(config: &Config, cmd: CompanyCmd) -> Result<()> {
-    let store = crate::app::open_store(config)?;
+    let store = crate::app::open_store(config).await?;
     match cmd {
         CompanyCmd::Create {
             name,
@@ -152,7 +152,7 @@ pub async fn company(config: &Config, cmd: CompanyCmd) -> Result<()> {
 }
 
 pub async fn branch(config: &Config, cmd: BranchCmd) -> Result<()> {
-    let store = crate::app::open_store(config)?;
+    let store = crate::app::open_store(config).await?;
     match cmd {
         BranchCmd::Create {
             company,
@@ -207,7 +207,7 @@ pub async fn branch(config: &Config, cmd: BranchCmd) -> Result<()> {
 }
 
 pub async fn secret(config: &Config, cmd: SecretCmd) -> Result<()> {
-    let store = crate::app::open_store(config)?;
+    let store = crate::app::open_store(config).await?;
     match cmd {
         SecretCmd::Set {
             company,
@@ -289,7 +289,7 @@ pub async fn loadgen(config: &Config, cmd: LoadgenCmd) -> Result<()> {
             })
             .collect()
     } else {
-        let store = crate::app::open_store(config)?;
+        let store = crate::app::open_store(config).await?;
         let prefix = format!("loadgen-{}", chrono::Utc::now().format("%Y%m%dT%H%M%S"));
         let mut tenants =
             crate::loadgen::provision_tenants(store.as_ref(), cmd.args.tenants, &prefix).await?;

@@ -127,7 +127,7 @@ fn parse_status(s: &str) -> Result<AppointmentStatus, String> {
 }
 
 pub async fn service(config: &Config, cmd: ServiceCmd) -> Result<()> {
-    let store = crate::app::open_store(config)?;
+    let store = crate::app::open_store(config).await?;
     match cmd {
         ServiceCmd::Create {
             company,
@@ -194,7 +194,7 @@ pub async fn service(config: &Config, cmd: ServiceCmd) -> Result<()> {
 }
 
 pub async fn staff(config: &Config, cmd: StaffCmd) -> Result<()> {
-    let store = crate::app::open_store(config)?;
+    let store = crate::app::open_store(config).await?;
     match cmd {
         StaffCmd::Create {
             company,
@@ -266,7 +266,7 @@ pub async fn staff(config: &Config, cmd: StaffCmd) -> Result<()> {
 }
 
 pub async fn appointments(config: &Config, cmd: AppointmentsCmd) -> Result<()> {
-    let store = crate::app::open_store(config)?;
+    let store = crate::app::open_store(config).await?;
     let AppointmentsCmd::List {
         company,
         status,

@@ -64,7 +64,7 @@ fn parse_status(s: &str) -> Result<EventStatus, String> {
 }
 
 pub async fn run(config: &Config, cmd: EventsCmd) -> Result<()> {
-    let store = crate::app::open_store(config)?;
+    let store = crate::app::open_store(config).await?;
     match cmd {
         EventsCmd::List {
             company,

@@ -5,6 +5,7 @@ mod admin;
 mod catalog;
 mod events;
 mod fake;
+mod migrate;
 mod output;
 mod replay;
 mod topics;
@@ -73,6 +74,18 @@ pub enum Command {
     /// Inspect the effective configuration.
     #[command(subcommand)]
     Config(ConfigCmd),
+    /// Apply the CQL store's schema migrations (schemas/cql/) to cql.keyspace (idempotent).
+    ///
+    /// Creates the keyspace with cql.replication when it is missing, then applies every
+    /// migration the keyspace has not recorded yet, and says which (or "up to date").
+    /// Concurrent runs take turns on a schema lock. Needed before processes with
+    /// cql.migrate_on_start = false open the store. With store.backend = "embedded" there is
+    /// nothing to do: the embedded store migrates itself when it opens.
+    Migrate {
+        /// Print one JSON document (for scripts) instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Manage companies (tenants).
     #[command(subcommand)]
     Company(admin::CompanyCmd),
@@ -163,6 +176,7 @@ pub async fn main() -> Result<()> {
         Command::Ingress { .. } => serve(config, Role::Ingress).await,
         Command::Worker { .. } => serve(config, Role::Worker).await,
         Command::Config(ConfigCmd::Show { json }) => output::config(&config, json),
+        Command::Migrate { json } => migrate::run(&config, json).await,
         Command::Company(cmd) => admin::company(&config, cmd).await,
         Command::Branch(cmd) => admin::branch(&config, cmd).await,
         Command::Secret(cmd) => admin::secret(&config, cmd).await,

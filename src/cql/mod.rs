@@ -50,7 +50,9 @@ mod tenants;
 pub use error::CqlError;
 pub use migrate::{check_schema, migrate, Migration, MIGRATIONS};
 pub use session::connect;
-pub use settings::{check_keyspace, parse_consistency, parse_serial_consistency, CqlSettings};
+pub use settings::{
+    check_keyspace, check_replication, parse_consistency, parse_serial_consistency, CqlSettings,
+};
 
 use session::Db;
 use statements::Statements;

@@ -91,7 +91,7 @@ pub fn check_keyspace(name: &str) -> Result<(), CqlError> {
 }
 
 /// A replication map literal: `{...}` with quoted keys and values only, no statement breaks.
-fn check_replication(map: &str) -> Result<(), CqlError> {
+pub fn check_replication(map: &str) -> Result<(), CqlError> {
     let trimmed = map.trim();
     let allowed = |c: char| c.is_ascii_alphanumeric() || " '_:,.-".contains(c);
     let body_ok = trimmed

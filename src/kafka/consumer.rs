@@ -171,6 +171,7 @@ impl GroupConsumer {
         topic: &str,
         group: &str,
         client_id: &str,
+        fetch_wait_ms: u32,
     ) -> Result<Arc<Self>, LogError> {
         let shared = Arc::new(Shared {
             topic: topic.to_owned(),
@@ -190,7 +191,12 @@ impl GroupConsumer {
             .set("auto.offset.reset", "earliest")
             .set("session.timeout.ms", kafka.session_timeout_ms.to_string())
             .set("heartbeat.interval.ms", heartbeat.to_string())
-            .set("fetch.wait.max.ms", "100")
+            // How long the broker holds an empty fetch: short for webhooks (latency), long
+            // for retry tiers, whose records wait seconds anyway (idle fetches cost the broker).
+            .set("fetch.wait.max.ms", fetch_wait_ms.to_string())
+            // Under steady load the broker answers a fetch once 64 KiB are there (or the wait
+            // is over), instead of once per produced batch.
+            .set("fetch.min.bytes", "65536")
             // Prefetch per partition stays small: a paused partition holds at most this.
             .set("queued.max.messages.kbytes", "8192")
             .create_with_context(Ctx(Arc::clone(&shared)))
@@ -362,13 +368,27 @@ impl GroupConsumer {
     }
 
     /// The partition's end offset (one round trip to its leader).
+    ///
+    /// A leadership move (a new topic, an added partition, a broker restart) makes the
+    /// broker answer "not leader" until the client's metadata catches up; that is retried
+    /// within [`BROKER_CALL_TIMEOUT`] rather than reported as an outage.
     pub async fn end_offset(&self, partition: u32) -> Result<u64, LogError> {
         let consumer = self.consumer()?;
         let topic = self.shared.topic.clone();
         let (_, high) = blocking(move || {
-            consumer
-                .fetch_watermarks(&topic, partition as i32, BROKER_CALL_TIMEOUT)
-                .map_err(|e| unavailable(format!("read end offset of {topic}/{partition}"), e))
+            let deadline = Instant::now() + BROKER_CALL_TIMEOUT;
+            loop {
+                match consumer.fetch_watermarks(&topic, partition as i32, BROKER_CALL_TIMEOUT) {
+                    Ok(marks) => return Ok(marks),
+                    Err(e) if leadership_moving(&e) && Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                    Err(e) => {
+                        let context = format!("read end offset of {topic}/{partition}");
+                        return Err(unavailable(context, e));
+                    }
+                }
+            }
         })
         .await?;
         Ok(high.max(0) as u64)
@@ -463,6 +483,22 @@ fn poll_main_queue(
             }
         }
     });
+}
+
+/// Errors that clear once the client refreshes its metadata.
+fn leadership_moving(error: &KafkaError) -> bool {
+    use RDKafkaErrorCode as Code;
+    matches!(
+        error.rdkafka_error_code(),
+        Some(
+            Code::NotLeaderForPartition
+                | Code::LeaderNotAvailable
+                | Code::UnknownTopicOrPartition
+                | Code::UnknownPartition
+                | Code::FencedLeaderEpoch
+                | Code::UnknownLeaderEpoch
+        )
+    )
 }
 
 async fn blocking<T: Send + 'static>(

@@ -49,6 +49,7 @@ impl KafkaBackend {
                 &kafka.topic,
                 &config.pipeline.consumer_group,
                 "askpro-worker",
+                100,
             )?),
             false => None,
         };
@@ -83,7 +84,7 @@ impl KafkaWorker {
         let mut logs = Vec::new();
         for (i, delay) in config.booking.retry_delays().into_iter().enumerate() {
             let topic = kafka.retry_topic(i + 1);
-            let member = GroupConsumer::new(kafka, &topic, &group, "askpro-retry")?;
+            let member = GroupConsumer::new(kafka, &topic, &group, "askpro-retry", 1000)?;
             let log = Arc::new(KafkaLog::new(
                 &topic,
                 backend.producer.clone(),

@@ -38,7 +38,6 @@ pub struct MemLog {
     appends_in_flight: AtomicUsize,
     fetch_calls: AtomicUsize,
     commit_calls: AtomicUsize,
-    end_offset_calls: AtomicUsize,
 }
 
 impl MemLog {
@@ -59,7 +58,6 @@ impl MemLog {
             appends_in_flight: AtomicUsize::new(0),
             fetch_calls: AtomicUsize::new(0),
             commit_calls: AtomicUsize::new(0),
-            end_offset_calls: AtomicUsize::new(0),
         }
     }
 
@@ -118,10 +116,6 @@ impl MemLog {
 
     pub fn commit_calls(&self) -> usize {
         self.commit_calls.load(Ordering::SeqCst)
-    }
-
-    pub fn end_offset_calls(&self) -> usize {
-        self.end_offset_calls.load(Ordering::SeqCst)
     }
 
     /// The stored record at a position.
@@ -257,7 +251,6 @@ impl EventLog for MemLog {
 
     async fn end_offset(&self, partition: u32) -> Result<u64, LogError> {
         self.check_partition(partition)?;
-        self.end_offset_calls.fetch_add(1, Ordering::SeqCst);
         Ok(self.data().partitions[partition as usize].len() as u64)
     }
 
