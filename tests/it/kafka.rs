@@ -363,16 +363,22 @@ pub struct Acked {
 
 /// Every ledger row of these tenants.
 pub async fn ledger(store: &dyn StateStore, companies: &[CompanyId]) -> Vec<EventRow> {
+    try_ledger(store, companies)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// [`ledger`], with a failed read as an error: a store that just came back is reconnecting.
+pub async fn try_ledger(
+    store: &dyn StateStore,
+    companies: &[CompanyId],
+) -> Result<Vec<EventRow>, String> {
     let mut rows = Vec::new();
     for company in companies {
-        rows.extend(
-            store
-                .events(*company, None, 100_000)
-                .await
-                .expect("read the events ledger"),
-        );
+        let page = store.events(*company, None, 100_000).await;
+        rows.extend(page.map_err(|e| format!("read the events ledger: {e:?}"))?);
     }
-    rows
+    Ok(rows)
 }
 
 /// Rows per status, for failure messages.
@@ -402,7 +408,7 @@ pub async fn wait_processed(
         &format!("{} acknowledged events processed", wanted.len()),
         limit,
         || async {
-            let rows = ledger(store, &companies).await;
+            let rows = try_ledger(store, &companies).await?;
             let processed = rows
                 .iter()
                 .filter(|r| r.status == EventStatus::Processed && wanted.contains(&r.id))
