@@ -13,5 +13,6 @@ pub mod loadgen;
 pub mod payload;
 pub mod routing;
 pub mod signature;
+pub mod store_bench;
 pub mod telemetry;
 pub mod worker;

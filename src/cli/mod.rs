@@ -125,6 +125,10 @@ pub enum Command {
     /// Time the Kafka producer (acks=all, idempotent) on ingress-shaped records, against a
     /// raw rdkafka loop, and check per-tenant order by reading the topic back.
     BenchProducer(crate::kafka::bench::BenchProducerArgs),
+    /// Time dedup claims (and their completions) on the configured state store (embedded or
+    /// CQL: store.backend), then check that a re-claimed sample is refused as a duplicate.
+    /// Creates its own tenants and keys, so it can run against a store in use.
+    BenchStore(crate::store_bench::BenchStoreArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -189,6 +193,7 @@ pub async fn main() -> Result<()> {
         Command::BenchServer { listen } => bench_server(listen).await,
         Command::FakeCalcom(args) => fake::run(args).await,
         Command::BenchProducer(args) => crate::kafka::bench::run(&config, args).await,
+        Command::BenchStore(args) => bench_store(&config, args).await,
         Command::BenchResolver(args) => {
             let report = crate::routing::bench_resolver(&args).await?;
             match args.json {
@@ -198,6 +203,17 @@ pub async fn main() -> Result<()> {
             Ok(())
         }
     }
+}
+
+async fn bench_store(config: &Config, args: crate::store_bench::BenchStoreArgs) -> Result<()> {
+    let store = crate::app::open_store(config).await?;
+    let backend = format!("{:?}", config.store.backend).to_lowercase();
+    let report = crate::store_bench::run(store, &backend, &args).await?;
+    match args.json {
+        true => println!("{}", serde_json::to_string_pretty(&report)?),
+        false => print!("{}", report.render()),
+    }
+    Ok(())
 }
 
 async fn serve(config: Config, role: Role) -> Result<()> {

@@ -72,7 +72,7 @@ pub struct LatencyBucket {
 }
 
 impl LatencySummary {
-    fn from_histogram(hist: &Histogram<u64>) -> Self {
+    pub fn from_histogram(hist: &Histogram<u64>) -> Self {
         if hist.is_empty() {
             return Self::default();
         }
