@@ -257,7 +257,10 @@ type Timed = (Duration, Histogram<u64>, Histogram<u64>);
 async fn timed(run: &Arc<Run>, args: &BenchStoreArgs) -> Result<Timed, BenchStoreError> {
     let done = Arc::new(AtomicU64::new(0));
     let progress = (!args.quiet).then(|| spawn_progress(done.clone(), args.count));
-    let mut claims = Histogram::<u64>::new(3).expect("3 significant figures is valid");
+    // Fixed bounds (1 µs to 10 min): `saturating_record` does not grow an auto-resizing
+    // histogram, it clamps to its current top.
+    let mut claims =
+        Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).expect("valid histogram bounds");
     let mut completes = claims.clone();
     let started = Instant::now();
     let mut results = futures::stream::iter(0..args.count)
@@ -375,6 +378,9 @@ mod tests {
         assert_eq!(report.duplicate_check.sampled, 200);
         assert_eq!(report.duplicate_check.detected, 200);
         assert!(report.complete_latency_us.max > 0, "completions were timed");
+        let (c, d) = (&report.claim_latency_us, &report.complete_latency_us);
+        assert!(c.p50 <= c.p99 && c.p99 <= c.max, "claim latency {c:?}");
+        assert!(d.p50 <= d.p99 && d.p99 <= d.max, "complete latency {d:?}");
         assert_eq!(store.companies().await.unwrap().len(), 3);
         assert!(report
             .render()

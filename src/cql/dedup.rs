@@ -60,6 +60,17 @@ impl CqlStore {
         Ok(self.db().one_serial(op, T, st, (company.0, key)).await?)
     }
 
+    /// [`Self::dedup_row`] at the statement consistency (LOCAL_QUORUM by default).
+    async fn dedup_row_quorum(
+        &self,
+        op: &'static str,
+        company: CompanyId,
+        key: &str,
+    ) -> Out<Option<DedupRow>> {
+        let st = &self.st().dedup_get;
+        Ok(self.db().one(op, T, st, (company.0, key)).await?)
+    }
+
     /// Compare-and-set: writes the new state if the row still holds `seen`.
     #[allow(clippy::too_many_arguments)]
     async fn dedup_set(
@@ -151,7 +162,18 @@ impl CqlStore {
     ) -> Out<()> {
         const OP: &str = "dedup_complete";
         for attempt in 0..MAX_ATTEMPTS {
-            let Some(seen) = self.dedup_row(OP, company, key).await? else {
+            // The first try reads at LOCAL_QUORUM, not SERIAL: the usual case is our own
+            // fresh claim, and a serial read is a Paxos round of its own. The compare-and-set
+            // below checks every column read, so a stale read only makes it fail, and every
+            // later try (and a row not seen at all) reads at SERIAL.
+            let seen = match attempt {
+                0 => match self.dedup_row_quorum(OP, company, key).await? {
+                    Some(row) => Some(row),
+                    None => self.dedup_row(OP, company, key).await?,
+                },
+                _ => self.dedup_row(OP, company, key).await?,
+            };
+            let Some(seen) = seen else {
                 tracing::debug!(company_id = %company, key, holder = %holder, "dedup key gone before completion");
                 return Ok(());
             };
@@ -198,11 +220,7 @@ impl CqlStore {
         key: &str,
         now: DateTime<Utc>,
     ) -> Out<Option<DedupEntry>> {
-        let st = &self.st().dedup_get;
-        let row: Option<DedupRow> = self
-            .db()
-            .one("dedup_entry", T, st, (company.0, key))
-            .await?;
+        let row = self.dedup_row_quorum("dedup_entry", company, key).await?;
         Ok(row.filter(|r| r.expires_at > now).map(|r| DedupEntry {
             holder: EventId(r.holder),
             completed: r.completed,
