@@ -129,31 +129,7 @@ where
 {
     let cql = Cql::fresh();
     let settings = cql.settings(false);
-    let outcome = tokio::spawn(test(cql)).await;
-    drop_keyspace(&settings).await;
-    if let Err(e) = outcome {
-        if e.is_panic() {
-            std::panic::resume_unwind(e.into_panic());
-        }
-        panic!("test task failed: {e}");
-    }
-}
-
-async fn drop_keyspace(settings: &CqlSettings) {
-    let Ok(session) = askpro::cql::connect(settings).await else {
-        eprintln!(
-            "cql: could not connect to drop keyspace {}",
-            settings.keyspace
-        );
-        return;
-    };
-    // DDL takes no bind markers; the name is ours and checked.
-    if askpro::cql::check_keyspace(&settings.keyspace).is_ok() {
-        let drop = format!("DROP KEYSPACE IF EXISTS {}", settings.keyspace);
-        if let Err(e) = session.query_unpaged(drop, ()).await {
-            eprintln!("cql: could not drop keyspace {}: {e}", settings.keyspace);
-        }
-    }
+    crate::kafka_cql::run_then_drop(settings, test(cql)).await;
 }
 
 fn versions(report: &Value) -> Vec<u64> {

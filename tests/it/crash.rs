@@ -20,6 +20,29 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// Two distinct free loopback ports (a service's client port and its peer port).
+pub fn free_port_pair() -> (u16, u16) {
+    let first = free_port();
+    let mut second = free_port();
+    while second == first {
+        second = free_port();
+    }
+    (first, second)
+}
+
+/// A fresh dir for a private service, under the scratch dir `scripts/test` hands tests
+/// (`ASKPRO_SERVICES_DIR`, whose leftovers it stops at the end), else the temp dir.
+pub fn scratch_dir(prefix: &str) -> tempfile::TempDir {
+    let base = std::env::var_os("ASKPRO_SERVICES_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
+    std::fs::create_dir_all(&base).unwrap();
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir_in(base)
+        .unwrap()
+}
+
 /// A child process that is killed when dropped, so a failing test leaks nothing.
 pub struct Proc(pub Child);
 

@@ -2,25 +2,22 @@
 //! (SIGTERM and SIGKILL) with a second worker taking over its partitions, and a broker outage
 //! (a private broker of this test, stopped and started again with `scripts/services`).
 
-use std::collections::{BTreeSet, HashMap};
-use std::path::{Path, PathBuf};
+use std::collections::BTreeSet;
+use std::path::Path;
 use std::process::Command;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use askpro::calcom::fake::{FakeCalcom, FakeConfig};
-use askpro_actors::domain::{AppointmentStatus, EventStatus};
+use askpro_actors::domain::EventStatus;
 use askpro_actors::{CompanyId, EventId};
-use futures::StreamExt;
 
 use crate::booking::{analyzed, connect_calcom};
-use crate::crash::free_port;
 use crate::harness::{retell_body, Tenant};
 use crate::kafka::{
-    assigned, by_status, group_committed, health, http, ledger, open_store, post_retell,
-    services_script, slot, tenants, wait_every, wait_healthy, wait_processed, wait_until, Acked,
-    KafkaSetup, HEALTH_POLL, TIERS,
+    by_status, group_committed, health, http, ledger, open_store, post_retell, services_script,
+    slot, tenants, wait_healthy, wait_processed, Acked, KafkaSetup, TIERS,
 };
+use crate::kafka_stream::{assert_exactly_once, wait_owns_all, wait_split, Stream};
 use crate::kafka_topics::KafkaNames;
 
 const PARTITIONS: u32 = 8;
@@ -73,79 +70,11 @@ async fn worker_loss(signal: &'static str) {
     wait_healthy(&client, &ingress).await;
     let mut doomed = setup.spawn("worker", dir);
     let survivor = setup.spawn("worker", dir);
-    wait_every(
-        "the two workers split the 8 partitions",
-        Duration::from_secs(60),
-        HEALTH_POLL,
-        || async {
-            let a = assigned(&client, &doomed).await?;
-            let b = assigned(&client, &survivor).await?;
-            let union: BTreeSet<u32> = a.union(&b).copied().collect();
-            match !a.is_empty() && !b.is_empty() && a.is_disjoint(&b) && union.len() == 8 {
-                true => Ok(()),
-                false => Err(format!("doomed {a:?}, survivor {b:?}")),
-            }
-        },
-    )
-    .await;
-    let doomed_had = assigned(&client, &doomed).await.unwrap();
+    let doomed_had = wait_split(&client, &doomed, &survivor, PARTITIONS).await;
 
     // Senders stream webhooks; the doomed worker is stopped once a third are acknowledged.
-    let acked = Arc::new(Mutex::new(Vec::<Acked>::new()));
-    let refused = Arc::new(Mutex::new(Vec::<String>::new()));
-    let tenants = Arc::new(tenants);
-    let sending = {
-        let (client, acked, refused, tenants) = (
-            client.clone(),
-            acked.clone(),
-            refused.clone(),
-            tenants.clone(),
-        );
-        let url_node = ingress.url("");
-        tokio::spawn(async move {
-            futures::stream::iter(0..WEBHOOKS)
-                .for_each_concurrent(SENDERS, |i| {
-                    let (client, acked, refused, tenants) = (
-                        client.clone(),
-                        acked.clone(),
-                        refused.clone(),
-                        tenants.clone(),
-                    );
-                    let base = url_node.clone();
-                    async move {
-                        let t = &tenants[i % tenants.len()];
-                        let (call_id, body, books) = webhook(i, t);
-                        let answer = post_to(&client, &base, t, &body).await;
-                        match answer {
-                            Ok((202, Some(event_id))) => acked.lock().unwrap().push(Acked {
-                                event_id,
-                                company: t.company,
-                                call_id,
-                                books,
-                            }),
-                            other => refused
-                                .lock()
-                                .unwrap()
-                                .push(format!("{call_id}: {other:?}")),
-                        }
-                    }
-                })
-                .await
-        })
-    };
-    wait_until(
-        "a third of the stream acknowledged",
-        Duration::from_secs(90),
-        || async {
-            let n = acked.lock().unwrap().len();
-            match n >= WEBHOOKS / 3 {
-                true => Ok(()),
-                false => Err(format!("{n} acknowledged")),
-            }
-        },
-    )
-    .await;
-    let at_kill = acked.lock().unwrap().len();
+    let stream = Stream::start(&client, &ingress, tenants, WEBHOOKS, SENDERS, webhook);
+    let at_kill = stream.wait_acked(WEBHOOKS / 3).await;
     let processed_at_kill = ledger(store.as_ref(), &companies)
         .await
         .iter()
@@ -165,136 +94,16 @@ async fn worker_loss(signal: &'static str) {
             "a worker stopped with SIGTERM exits 0 after draining"
         );
     }
-    tokio::time::timeout(Duration::from_secs(120), sending)
-        .await
-        .expect("the stream is sent within 120 s")
-        .unwrap();
-    let refused = refused.lock().unwrap().clone();
-    assert!(
-        refused.is_empty(),
-        "the ingress acknowledges every webhook while a worker dies: {} refused, e.g. {:?}",
-        refused.len(),
-        &refused[..refused.len().min(5)]
-    );
-    let acked = acked.lock().unwrap().clone();
-    assert_eq!(acked.len(), WEBHOOKS);
+    let acked = stream.finish().await;
 
     // The survivor takes over the lost partitions (SIGKILL: after the 6 s session timeout).
-    wait_every(
-        "the survivor owns all 8 partitions",
-        Duration::from_secs(60),
-        HEALTH_POLL,
-        || async {
-            let now = assigned(&client, &survivor).await?;
-            match now == (0..PARTITIONS).collect() {
-                true => Ok(()),
-                false => Err(format!(
-                    "survivor owns {now:?} (the lost worker had {doomed_had:?})"
-                )),
-            }
-        },
-    )
-    .await;
-
-    let rows = wait_processed(store.as_ref(), &acked, Duration::from_secs(120)).await;
-    // Exactly once in the ledger: one row per acknowledged event, all processed.
-    let mut per_id: HashMap<EventId, usize> = HashMap::new();
-    for row in &rows {
-        *per_id.entry(row.id).or_default() += 1;
-    }
-    let wanted: BTreeSet<EventId> = acked.iter().map(|a| a.event_id).collect();
-    assert_eq!(
-        rows.len(),
-        wanted.len(),
-        "one ledger row per acknowledged webhook, nothing else: {:?}",
-        by_status(&rows)
-    );
-    assert!(
-        per_id.values().all(|n| *n == 1),
-        "an event id has several rows"
-    );
-    assert!(
-        rows.iter()
-            .all(|r| r.status == EventStatus::Processed && wanted.contains(&r.id)),
-        "every row processed: {:?}",
-        by_status(&rows)
-    );
-    let mut per_key: HashMap<&str, usize> = HashMap::new();
-    for row in &rows {
-        *per_key.entry(row.dedup_key.as_str()).or_default() += 1;
-    }
-    assert!(
-        per_key.values().all(|n| *n == 1),
-        "one processed event per delivery (dedup key)"
-    );
-    // Side effects exactly once: one call row per call, one booking per booking call.
-    for a in &acked {
-        let call = store.call(a.company, &a.call_id).await.unwrap();
-        assert!(call.is_some(), "call {} recorded", a.call_id);
-    }
-    let bookings = fake.bookings();
-    let mut per_call: HashMap<String, usize> = HashMap::new();
-    for booking in &bookings {
-        let key = booking
-            .metadata
-            .get("askpro_key")
-            .cloned()
-            .unwrap_or_default();
-        *per_call.entry(key).or_default() += 1;
-    }
-    let booking_calls: Vec<&Acked> = acked.iter().filter(|a| a.books).collect();
-    for a in &booking_calls {
-        let key = format!("retell-call:{}", a.call_id);
-        assert_eq!(
-            per_call.get(&key).copied().unwrap_or(0),
-            1,
-            "exactly one Cal.com booking for {}",
-            a.call_id
-        );
-    }
-    assert_eq!(bookings.len(), booking_calls.len(), "no other bookings");
-    let mut scheduled = 0;
-    for company in &companies {
-        let appointments = store.appointments(*company).await.unwrap();
-        assert!(
-            appointments
-                .iter()
-                .all(|a| a.status == AppointmentStatus::Scheduled),
-            "{appointments:?}"
-        );
-        scheduled += appointments.len();
-    }
-    assert_eq!(
-        scheduled,
-        booking_calls.len(),
-        "one appointment per booking call"
-    );
+    wait_owns_all(&client, &survivor, PARTITIONS, &format!("{doomed_had:?}")).await;
+    wait_processed(store.as_ref(), &acked, Duration::from_secs(120)).await;
+    // Let anything still in flight land before checking that nothing else appears.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_exactly_once(store.as_ref(), &fake, &acked, &companies).await;
     drop((doomed, survivor, ingress));
     names.delete_topics(TIERS).await;
-}
-
-async fn post_to(
-    client: &reqwest::Client,
-    base: &str,
-    t: &Tenant,
-    body: &str,
-) -> Result<(u16, Option<EventId>), String> {
-    let signature =
-        askpro::signature::sign_retell(&t.retell_secret, body.as_bytes(), crate::harness::now_ms());
-    let response = client
-        .post(format!("{base}/webhooks/retell/{}", t.company))
-        .header("content-type", "application/json")
-        .header("x-retell-signature", signature)
-        .body(body.to_owned())
-        .send()
-        .await
-        .map_err(|e| e.to_string())?;
-    let status = response.status().as_u16();
-    let body: serde_json::Value = response.json().await.unwrap_or_default();
-    Ok((
-        status,
-        body["event_id"].as_str().and_then(|s| s.parse().ok()),
-    ))
 }
 
 #[tokio::test]
@@ -320,22 +129,9 @@ struct PrivateBroker {
 
 impl PrivateBroker {
     fn new() -> Self {
-        // scripts/test hands tests a scratch dir whose leftovers it stops at the end.
-        let base = std::env::var_os("ASKPRO_SERVICES_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(std::env::temp_dir);
-        std::fs::create_dir_all(&base).unwrap();
-        let dir = tempfile::Builder::new()
-            .prefix("it-kafka-outage-")
-            .tempdir_in(base)
-            .unwrap();
-        let port = free_port();
-        let mut controller_port = free_port();
-        while controller_port == port {
-            controller_port = free_port();
-        }
+        let (port, controller_port) = crate::crash::free_port_pair();
         Self {
-            dir,
+            dir: crate::crash::scratch_dir("it-kafka-outage-"),
             port,
             controller_port,
         }

@@ -12,6 +12,7 @@ mod kafka;
 mod kafka_cql;
 mod kafka_faults;
 mod kafka_log;
+mod kafka_stream;
 mod kafka_topics;
 mod log_contract;
 mod outage;

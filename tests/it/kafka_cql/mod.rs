@@ -9,27 +9,27 @@
 //! the end whether the test passed or not. The store-outage test runs a private Cassandra of
 //! its own (`scripts/services up cassandra` in a run dir and on ports of its own).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use askpro::calcom::fake::{FakeCalcom, FakeConfig};
 use askpro::cql::{CqlSettings, CqlStore};
 use askpro_actors::domain::{AppointmentStatus, EventRow, EventStatus};
 use askpro_actors::{CompanyId, EventId, StateStore};
-use futures::StreamExt;
 use serde_json::Value;
 
 use crate::booking::{analyzed, connect_calcom};
-use crate::crash::free_port;
 use crate::harness::{retell_body, Tenant};
 use crate::kafka::{
-    assigned, by_status, calcom_created, http, ledger, post_calcom, post_retell, services_script,
-    slot, tenants, wait_every, wait_healthy, wait_processed, wait_until, Acked, KafkaSetup, Node,
-    HEALTH_POLL, TIERS,
+    by_status, calcom_created, http, ledger, post_calcom, post_retell, services_script, slot,
+    tenants, wait_healthy, wait_processed, wait_until, Acked, KafkaSetup, Node, TIERS,
+};
+use crate::kafka_stream::{
+    assert_exactly_once, bookings_per_call, wait_owns_all, wait_split, MakeWebhook, Stream,
 };
 use crate::kafka_topics::KafkaNames;
 
@@ -148,7 +148,13 @@ where
 {
     let keyspace = Keyspace::fresh(contact_points);
     let settings = keyspace.settings(Duration::from_secs(20));
-    let outcome = tokio::spawn(test(keyspace)).await;
+    run_then_drop(settings, test(keyspace)).await;
+}
+
+/// Runs `test` on its own task, then drops the keyspace of `settings` (best effort), also
+/// when the test panicked; the panic is then passed on.
+pub async fn run_then_drop(settings: CqlSettings, test: impl Future<Output = ()> + Send + 'static) {
+    let outcome = tokio::spawn(test).await;
     drop_keyspace(&settings).await;
     if let Err(e) = outcome {
         if e.is_panic() {
@@ -181,104 +187,6 @@ async fn drop_keyspace(settings: &CqlSettings) {
 
 // ---------------------------------------------------------------------------------------------
 // shared checks
-
-/// The Cal.com bookings of the fake per idempotency key (`retell-call:<call id>`).
-fn bookings_per_call(fake: &FakeCalcom) -> HashMap<String, usize> {
-    let mut per_call = HashMap::new();
-    for booking in fake.bookings() {
-        let key = booking
-            .metadata
-            .get("askpro_key")
-            .cloned()
-            .unwrap_or_default();
-        *per_call.entry(key).or_default() += 1;
-    }
-    per_call
-}
-
-/// Exactly once: one ledger row per acknowledged event and nothing else, all `processed`,
-/// one row per dedup key, a call row per call, one booking (and one scheduled appointment) per
-/// booking call.
-async fn assert_exactly_once(
-    store: &dyn StateStore,
-    fake: &FakeCalcom,
-    acked: &[Acked],
-    companies: &[CompanyId],
-) {
-    let rows = ledger(store, companies).await;
-    let wanted: BTreeSet<EventId> = acked.iter().map(|a| a.event_id).collect();
-    let mut per_id: HashMap<EventId, usize> = HashMap::new();
-    let mut per_key: HashMap<&str, usize> = HashMap::new();
-    for row in &rows {
-        *per_id.entry(row.id).or_default() += 1;
-        *per_key.entry(row.dedup_key.as_str()).or_default() += 1;
-        assert!(
-            wanted.contains(&row.id),
-            "a ledger row of an event never acknowledged: {} {:?}",
-            row.dedup_key,
-            row.status
-        );
-        assert_eq!(
-            row.status,
-            EventStatus::Processed,
-            "{}: {:?}",
-            row.dedup_key,
-            row.error
-        );
-    }
-    assert_eq!(
-        rows.len(),
-        wanted.len(),
-        "one ledger row per acknowledged webhook: {:?}",
-        by_status(&rows)
-    );
-    assert!(
-        per_id.values().all(|n| *n == 1),
-        "an event id has several rows"
-    );
-    let twice: Vec<_> = per_key.iter().filter(|(_, n)| **n > 1).collect();
-    assert!(twice.is_empty(), "dedup keys processed twice: {twice:?}");
-    for a in acked {
-        let call = store.call(a.company, &a.call_id).await.unwrap();
-        assert!(
-            call.is_some(),
-            "call {} recorded in the CQL store",
-            a.call_id
-        );
-    }
-    let per_call = bookings_per_call(fake);
-    let booking_calls: Vec<&Acked> = acked.iter().filter(|a| a.books).collect();
-    for a in &booking_calls {
-        let key = format!("retell-call:{}", a.call_id);
-        assert_eq!(
-            per_call.get(&key).copied().unwrap_or(0),
-            1,
-            "exactly one Cal.com booking for {}",
-            a.call_id
-        );
-    }
-    assert_eq!(
-        per_call.values().sum::<usize>(),
-        booking_calls.len(),
-        "no other bookings: {per_call:?}"
-    );
-    let mut scheduled = 0;
-    for company in companies {
-        let appointments = store.appointments(*company).await.unwrap();
-        assert!(
-            appointments
-                .iter()
-                .all(|a| a.status == AppointmentStatus::Scheduled),
-            "{appointments:?}"
-        );
-        scheduled += appointments.len();
-    }
-    assert_eq!(
-        scheduled,
-        booking_calls.len(),
-        "one appointment per booking call"
-    );
-}
 
 /// `askpro events list --company ID --json` of the real binary on the keyspace.
 fn events_cli(dir: &Path, keyspace: &Keyspace, company: CompanyId) -> Vec<Value> {

@@ -15,22 +15,9 @@ struct PrivateCassandra {
 
 impl PrivateCassandra {
     fn new() -> Self {
-        // scripts/test hands tests a scratch dir whose leftovers it stops at the end.
-        let base = std::env::var_os("ASKPRO_SERVICES_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(std::env::temp_dir);
-        std::fs::create_dir_all(&base).unwrap();
-        let dir = tempfile::Builder::new()
-            .prefix("it-cql-outage-")
-            .tempdir_in(base)
-            .unwrap();
-        let cql_port = free_port();
-        let mut storage_port = free_port();
-        while storage_port == cql_port {
-            storage_port = free_port();
-        }
+        let (cql_port, storage_port) = crate::crash::free_port_pair();
         Self {
-            dir,
+            dir: crate::crash::scratch_dir("it-cql-outage-"),
             cql_port,
             storage_port,
         }

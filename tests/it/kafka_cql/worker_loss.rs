@@ -42,77 +42,11 @@ async fn kafka_cql_worker_sigkill_mid_stream_every_ack_processed_exactly_once() 
         wait_healthy(&client, &ingress).await;
         let mut doomed = setup.spawn("worker", dirs[1].path());
         let survivor = setup.spawn("worker", dirs[2].path());
-        wait_every(
-            "the two workers split the 8 partitions",
-            Duration::from_secs(60),
-            HEALTH_POLL,
-            || async {
-                let a = assigned(&client, &doomed).await?;
-                let b = assigned(&client, &survivor).await?;
-                let union: BTreeSet<u32> = a.union(&b).copied().collect();
-                match !a.is_empty() && !b.is_empty() && a.is_disjoint(&b) && union.len() == 8 {
-                    true => Ok(()),
-                    false => Err(format!("doomed {a:?}, survivor {b:?}")),
-                }
-            },
-        )
-        .await;
-        let doomed_had = assigned(&client, &doomed).await.unwrap();
+        let doomed_had = wait_split(&client, &doomed, &survivor, PARTITIONS).await;
 
-        let acked = Arc::new(Mutex::new(Vec::<Acked>::new()));
-        let refused = Arc::new(Mutex::new(Vec::<String>::new()));
-        let tenants = Arc::new(tenants);
-        let sending = {
-            let (client, acked, refused, tenants) = (
-                client.clone(),
-                acked.clone(),
-                refused.clone(),
-                tenants.clone(),
-            );
-            let base = ingress.url("");
-            tokio::spawn(async move {
-                futures::stream::iter(0..WEBHOOKS)
-                    .for_each_concurrent(SENDERS, |i| {
-                        let (client, acked, refused, tenants) = (
-                            client.clone(),
-                            acked.clone(),
-                            refused.clone(),
-                            tenants.clone(),
-                        );
-                        let base = base.clone();
-                        async move {
-                            let t = &tenants[i % tenants.len()];
-                            let (call_id, body, books) = webhook("kcql_loss", i, t);
-                            match post_to(&client, &base, t, &body).await {
-                                Ok((202, Some(event_id))) => acked.lock().unwrap().push(Acked {
-                                    event_id,
-                                    company: t.company,
-                                    call_id,
-                                    books,
-                                }),
-                                other => refused
-                                    .lock()
-                                    .unwrap()
-                                    .push(format!("{call_id}: {other:?}")),
-                            }
-                        }
-                    })
-                    .await
-            })
-        };
-        wait_until(
-            "a third of the stream acknowledged",
-            Duration::from_secs(90),
-            || async {
-                let n = acked.lock().unwrap().len();
-                match n >= WEBHOOKS / 3 {
-                    true => Ok(()),
-                    false => Err(format!("{n} acknowledged")),
-                }
-            },
-        )
-        .await;
-        let at_kill = acked.lock().unwrap().len();
+        let make: MakeWebhook = |i, t| webhook("kcql_loss", i, t);
+        let stream = Stream::start(&client, &ingress, tenants, WEBHOOKS, SENDERS, make);
+        let at_kill = stream.wait_acked(WEBHOOKS / 3).await;
         let processed_at_kill = ledger(store.as_ref(), &companies)
             .await
             .iter()
@@ -124,37 +58,12 @@ async fn kafka_cql_worker_sigkill_mid_stream_every_ack_processed_exactly_once() 
             "SIGKILL to the worker owning {doomed_had:?} after {at_kill} acks, \
              {processed_at_kill} processed by then"
         );
-        tokio::time::timeout(Duration::from_secs(120), sending)
-            .await
-            .expect("the stream is sent within 120 s")
-            .unwrap();
-        let refused = refused.lock().unwrap().clone();
-        assert!(
-            refused.is_empty(),
-            "the ingress acknowledges every webhook while a worker dies: {} refused, e.g. {:?}",
-            refused.len(),
-            &refused[..refused.len().min(5)]
-        );
-        let acked = acked.lock().unwrap().clone();
-        assert_eq!(acked.len(), WEBHOOKS);
+        let acked = stream.finish().await;
         assert!(
             processed_at_kill < WEBHOOKS,
             "the worker died mid-stream, not after it"
         );
-
-        wait_every(
-            "the survivor owns all 8 partitions",
-            Duration::from_secs(60),
-            HEALTH_POLL,
-            || async {
-                let now = assigned(&client, &survivor).await?;
-                match now == (0..PARTITIONS).collect() {
-                    true => Ok(()),
-                    false => Err(format!("survivor owns {now:?}")),
-                }
-            },
-        )
-        .await;
+        wait_owns_all(&client, &survivor, PARTITIONS, &format!("{doomed_had:?}")).await;
         wait_processed(store.as_ref(), &acked, Duration::from_secs(120)).await;
         // Let anything still in flight land before checking that nothing else appears.
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -163,28 +72,4 @@ async fn kafka_cql_worker_sigkill_mid_stream_every_ack_processed_exactly_once() 
         names.delete_topics(TIERS).await;
     })
     .await;
-}
-
-async fn post_to(
-    client: &reqwest::Client,
-    base: &str,
-    t: &Tenant,
-    body: &str,
-) -> Result<(u16, Option<EventId>), String> {
-    let signature =
-        askpro::signature::sign_retell(&t.retell_secret, body.as_bytes(), crate::harness::now_ms());
-    let response = client
-        .post(format!("{base}/webhooks/retell/{}", t.company))
-        .header("content-type", "application/json")
-        .header("x-retell-signature", signature)
-        .body(body.to_owned())
-        .send()
-        .await
-        .map_err(|e| e.to_string())?;
-    let status = response.status().as_u16();
-    let body: Value = response.json().await.unwrap_or_default();
-    Ok((
-        status,
-        body["event_id"].as_str().and_then(|s| s.parse().ok()),
-    ))
 }
