@@ -132,7 +132,7 @@ impl Run {
 
     /// Re-claims a sample of the keys with a new holder; counts the ones refused.
     async fn check(&self, count: u64) -> Result<DuplicateCheck, BenchStoreError> {
-        let step = (count / CHECK_SAMPLE).max(1);
+        let step = count.div_ceil(CHECK_SAMPLE).max(1);
         let mut check = DuplicateCheck {
             sampled: 0,
             detected: 0,
@@ -163,8 +163,10 @@ fn request(company_id: CompanyId, key: &str, holder: EventId) -> ClaimRequest<'_
         key,
         holder,
         now,
-        lease_until: now + chrono::Duration::minutes(5),
-        expires_at: now + chrono::Duration::hours(1),
+        // A lease as long as the window: the duplicate check after a long run must still
+        // find every key held (an expired lease would rightly be taken over).
+        lease_until: now + chrono::Duration::hours(24),
+        expires_at: now + chrono::Duration::hours(24),
     }
 }
 

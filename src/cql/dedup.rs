@@ -180,15 +180,15 @@ impl CqlStore {
             if seen.completed && seen.holder == holder.0 {
                 return Ok(());
             }
-            if seen.holder != holder.0 {
-                tracing::warn!(company_id = %company, key, holder = %holder, current_holder = %seen.holder, "dedup key completed by a holder whose lease was taken over");
-            }
             let ttl = seen.remaining.unwrap_or(TTL_SLACK_SECS as i32).max(1);
             let (lease, expires) = (seen.lease_until, seen.expires_at);
             if self
                 .dedup_set(OP, company, key, ttl, holder.0, true, lease, expires, &seen)
                 .await?
             {
+                if seen.holder != holder.0 {
+                    tracing::warn!(company_id = %company, key, holder = %holder, current_holder = %seen.holder, "dedup key completed by a holder whose lease was taken over");
+                }
                 return Ok(());
             }
             claims::pause(attempt).await;

@@ -378,7 +378,9 @@ impl GroupConsumer {
         let (_, high) = blocking(move || {
             let deadline = Instant::now() + BROKER_CALL_TIMEOUT;
             loop {
-                match consumer.fetch_watermarks(&topic, partition as i32, BROKER_CALL_TIMEOUT) {
+                let left = deadline.saturating_duration_since(Instant::now());
+                let wait = left.max(Duration::from_millis(500));
+                match consumer.fetch_watermarks(&topic, partition as i32, wait) {
                     Ok(marks) => return Ok(marks),
                     Err(e) if leadership_moving(&e) && Instant::now() < deadline => {
                         std::thread::sleep(Duration::from_millis(100));
