@@ -2,7 +2,8 @@
 //!
 //! Exactly once, because:
 //! - one tenant's syncs are serialised by a per-tenant lock (the tenant actor and the
-//!   reconciler both come through here);
+//!   reconciler both come through here), and across processes by a lease on the
+//!   appointment held in the store (`lease.rs`: two workers during a Kafka rebalance);
 //! - `sync_attempts` is stored *before* a create is sent, and any attempt after the first
 //!   looks the booking up by our idempotency key (in the booking's metadata) before creating,
 //!   so a create whose answer was lost (timeout, crash) is found instead of repeated;
@@ -21,6 +22,7 @@ use uuid::Uuid;
 
 use super::api::{BookingApi, BookingError, FindBooking};
 use super::breaker::{Breaker, BreakerSettings, BreakerState, Permit, Transition};
+use super::lease::{Hold, SyncLease};
 use super::limiter::Limiters;
 use super::metrics::BookingMetrics;
 use super::request::{self, Prepared};
@@ -130,6 +132,31 @@ impl Booker {
     ) -> Result<SyncOutcome, StoreError> {
         let lock = self.tenant_lock(company_id);
         let _serial = lock.lock().await;
+        let Some(mut lease) = SyncLease::acquire(store, clock, company_id, appointment_id).await?
+        else {
+            let outcome = SyncOutcome::Deferred {
+                reason: "another process is syncing this appointment; kept as pending_sync".into(),
+            };
+            self.count(&outcome);
+            return Ok(outcome);
+        };
+        let result = self
+            .sync_leased(store, clock, company_id, appointment_id, &mut lease)
+            .await;
+        lease.release(store).await;
+        let outcome = result?;
+        self.count(&outcome);
+        Ok(outcome)
+    }
+
+    async fn sync_leased(
+        &self,
+        store: &dyn StateStore,
+        clock: &dyn Clock,
+        company_id: CompanyId,
+        appointment_id: Uuid,
+        lease: &mut SyncLease,
+    ) -> Result<SyncOutcome, StoreError> {
         let Some(appointment) = store.appointment(company_id, appointment_id).await? else {
             return Err(StoreError::NotFound(format!(
                 "appointment {appointment_id} of company {company_id}"
@@ -138,12 +165,10 @@ impl Booker {
         if appointment.status != AppointmentStatus::PendingSync {
             return Ok(SyncOutcome::NothingToDo(appointment));
         }
-        let outcome = match request::prepare(store, &appointment).await? {
-            Ok(prepared) => self.push(store, clock, appointment, &prepared).await?,
-            Err(reason) => self.fail(store, clock, appointment, reason).await?,
-        };
-        self.count(&outcome);
-        Ok(outcome)
+        match request::prepare(store, &appointment).await? {
+            Ok(prepared) => self.push(store, clock, appointment, &prepared, lease).await,
+            Err(reason) => self.fail(store, clock, appointment, reason).await,
+        }
     }
 
     async fn push(
@@ -152,6 +177,7 @@ impl Booker {
         clock: &dyn Clock,
         mut appointment: Appointment,
         prepared: &Prepared,
+        lease: &mut SyncLease,
     ) -> Result<SyncOutcome, StoreError> {
         let company_id = appointment.company_id;
         let target = &prepared.target;
@@ -169,6 +195,11 @@ impl Booker {
             Ok(per_min) => per_min,
             Err(gate) => return Ok(gated(gate)),
         };
+        // The rate-limit wait can outlast the lease: make sure nobody synced meanwhile.
+        if let Some(deferred) = self.lease_lost(store, clock, &appointment, lease).await? {
+            self.abandon(company_id);
+            return Ok(deferred);
+        }
         // Stored after admission and before sending: if the answer is lost, the next attempt
         // looks first; a deferred or interrupted sync never counts as an attempt.
         appointment.sync_attempts += 1;
@@ -192,6 +223,30 @@ impl Booker {
             }
             Err(error) => self.failed(store, clock, appointment, error).await,
         }
+    }
+
+    /// `Some(Deferred)` when the lease is gone, or was retaken after another process
+    /// changed the appointment; `None` when this sync may go on.
+    async fn lease_lost(
+        &self,
+        store: &dyn StateStore,
+        clock: &dyn Clock,
+        appointment: &Appointment,
+        lease: &mut SyncLease,
+    ) -> Result<Option<SyncOutcome>, StoreError> {
+        let changed = match lease.check(store, clock).await? {
+            Hold::Continuous => false,
+            Hold::Lost => true,
+            Hold::Retaken => {
+                let stored = store
+                    .appointment(appointment.company_id, appointment.id)
+                    .await?;
+                stored.is_none_or(|s| s.version != appointment.version)
+            }
+        };
+        Ok(changed.then(|| SyncOutcome::Deferred {
+            reason: "another process synced this appointment meanwhile; left to it".into(),
+        }))
     }
 
     async fn lookup(

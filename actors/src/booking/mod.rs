@@ -4,6 +4,7 @@
 pub mod api;
 pub mod booker;
 pub mod breaker;
+pub mod lease;
 pub mod limiter;
 pub mod metrics;
 pub mod request;
