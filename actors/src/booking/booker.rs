@@ -22,7 +22,7 @@ use uuid::Uuid;
 
 use super::api::{BookingApi, BookingError, FindBooking};
 use super::breaker::{Breaker, BreakerSettings, BreakerState, Permit, Transition};
-use super::lease::{Hold, SyncLease};
+use super::lease::{Hold, SyncLease, LEASE};
 use super::limiter::Limiters;
 use super::metrics::BookingMetrics;
 use super::request::{self, Prepared};
@@ -49,6 +49,9 @@ impl Default for BookingSettings {
         }
     }
 }
+
+/// How often a sync waiting for another process's lease tries again.
+const LEASE_POLL: Duration = Duration::from_secs(1);
 
 /// What one sync did.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -132,13 +135,12 @@ impl Booker {
     ) -> Result<SyncOutcome, StoreError> {
         let lock = self.tenant_lock(company_id);
         let _serial = lock.lock().await;
-        let Some(mut lease) = SyncLease::acquire(store, clock, company_id, appointment_id).await?
-        else {
-            let outcome = SyncOutcome::Deferred {
-                reason: "another process is syncing this appointment; kept as pending_sync".into(),
-            };
-            self.count(&outcome);
-            return Ok(outcome);
+        let mut lease = match self.lease(store, clock, company_id, appointment_id).await? {
+            Ok(lease) => lease,
+            Err(outcome) => {
+                self.count(&outcome);
+                return Ok(outcome);
+            }
         };
         let result = self
             .sync_leased(store, clock, company_id, appointment_id, &mut lease)
@@ -147,6 +149,38 @@ impl Booker {
         let outcome = result?;
         self.count(&outcome);
         Ok(outcome)
+    }
+
+    /// Takes the appointment's sync lease, waiting while another process holds it: it is
+    /// released when that sync ends, or runs out after [`LEASE`] when its holder died (a
+    /// worker killed mid-sync), so the wait is bounded. `Err` with the outcome to report when
+    /// it stays held past that (a clock far off) or shutdown begins.
+    async fn lease(
+        &self,
+        store: &dyn StateStore,
+        clock: &dyn Clock,
+        company_id: CompanyId,
+        appointment_id: Uuid,
+    ) -> Result<Result<SyncLease, SyncOutcome>, StoreError> {
+        let give_up = Instant::now() + LEASE.to_std().unwrap_or_default() + LEASE_POLL;
+        loop {
+            if let Some(lease) =
+                SyncLease::acquire(store, clock, company_id, appointment_id).await?
+            {
+                return Ok(Ok(lease));
+            }
+            if Instant::now() >= give_up {
+                return Ok(Err(SyncOutcome::Deferred {
+                    reason: "another process kept syncing this appointment; kept as pending_sync"
+                        .into(),
+                }));
+            }
+            tracing::debug!(company_id = %company_id, appointment_id = %appointment_id, "appointment sync leased elsewhere; waiting");
+            tokio::select! {
+                _ = tokio::time::sleep(LEASE_POLL) => {}
+                _ = self.shutdown.cancelled() => return Ok(Err(SyncOutcome::Interrupted)),
+            }
+        }
     }
 
     async fn sync_leased(

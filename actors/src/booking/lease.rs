@@ -18,9 +18,11 @@ use crate::error::StoreError;
 use crate::ids::{CompanyId, EventId};
 use crate::store::{ClaimRequest, StateStore};
 
-/// How long a lease holds without renewal. Longer than one create and its lookup; a crashed
-/// holder's appointment waits this long before another process syncs it.
-pub const LEASE: chrono::Duration = chrono::Duration::minutes(5);
+/// How long a lease holds without renewal: longer than the slowest sync without a rate-limit
+/// wait (a lookup, a create and the lookup after an unknown outcome, 10 s each at the default
+/// Cal.com timeout; a sync that waited longer retakes the lease and re-reads before sending).
+/// After a crash the appointment waits at most this long before another process syncs it.
+pub const LEASE: chrono::Duration = chrono::Duration::seconds(60);
 
 /// Prefix of the lease's dedup key.
 pub const KEY_PREFIX: &str = "calcom-sync:";
@@ -159,23 +161,58 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_sync_leased_elsewhere_sends_nothing_until_the_lease_runs_out() {
+    async fn a_sync_waits_for_a_lease_held_elsewhere_until_it_runs_out() {
         let f = BookingFixture::new().await;
         let id = f.add_pending().await;
         take_lease(&f, id).await;
 
-        let reason = deferred(f.sync(id).await);
-        assert!(reason.contains("another process"), "{reason}");
+        let waiting = f.spawn_sync(id);
+        yield_turns(10).await;
+        tokio::time::advance(Duration::from_secs(50)).await;
+        yield_turns(10).await;
+        assert!(!waiting.is_finished(), "it waits while the lease is held");
         assert_eq!(f.api.total_calls(), 0);
         assert_eq!(
             f.appointment(id).await.status,
             AppointmentStatus::PendingSync
         );
 
-        // The holder crashed: its lease runs out and this process takes over.
-        tokio::time::advance(LEASE.to_std().unwrap()).await;
-        assert!(matches!(f.sync(id).await, SyncOutcome::Booked { .. }));
+        // The holder died: its lease runs out and this process takes over.
+        tokio::time::advance(Duration::from_secs(11)).await;
+        yield_turns(10).await;
+        assert!(waiting.is_finished());
+        assert!(matches!(
+            waiting.await.unwrap().unwrap(),
+            SyncOutcome::Booked { .. }
+        ));
         assert_eq!(f.api.calls(Method::Create), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_sync_released_elsewhere_finds_the_appointment_booked_and_sends_nothing() {
+        let f = BookingFixture::new().await;
+        let id = f.add_pending().await;
+        let other = take_lease(&f, id).await;
+        let waiting = f.spawn_sync(id);
+        yield_turns(10).await;
+
+        let mut booked = f.appointment(id).await;
+        booked.status = AppointmentStatus::Scheduled;
+        booked.calcom_uid = Some("bk_other".into());
+        booked.version += 1;
+        assert!(f.store.upsert_appointment(&booked).await.unwrap());
+        f.store
+            .dedup_release(f.company, &key(id), other)
+            .await
+            .unwrap();
+        tokio::time::advance(Duration::from_secs(1)).await;
+        yield_turns(10).await;
+
+        assert!(matches!(
+            waiting.await.unwrap().unwrap(),
+            SyncOutcome::NothingToDo(_)
+        ));
+        assert_eq!(f.api.total_calls(), 0);
     }
 
     #[tokio::test(start_paused = true)]
@@ -191,9 +228,10 @@ mod tests {
         assert_eq!(entry, None, "the lease is released");
     }
 
-    /// A sync waits ten minutes for the rate limit (a 429 on another appointment); its lease
-    /// runs out, another process takes it, books the appointment and releases it.
-    async fn lapsed_while_waiting(release: bool) -> (BookingFixture, Uuid, SyncOutcome) {
+    /// A sync waits ten minutes for the rate limit (a 429 on another appointment), so its
+    /// lease runs out. Another process then either still holds the lease when the wait ends
+    /// (`still_held`), or took it, booked the appointment and released it.
+    async fn lapsed_while_waiting(still_held: bool) -> (BookingFixture, Uuid, SyncOutcome) {
         let f = BookingFixture::new().await;
         let first = f.add_pending().await;
         let id = f.add_pending().await;
@@ -204,19 +242,24 @@ mod tests {
         yield_turns(10).await;
         tokio::time::advance(6 * MINUTE).await;
         yield_turns(10).await;
-        let other = take_lease(&f, id).await;
-        let mut booked = f.appointment(id).await;
-        booked.status = AppointmentStatus::Scheduled;
-        booked.calcom_uid = Some("bk_other".into());
-        booked.version += 1;
-        assert!(f.store.upsert_appointment(&booked).await.unwrap());
-        if release {
+        if still_held {
+            // Taken at 9:30, so still held when the wait ends at 10:00.
+            tokio::time::advance(3 * MINUTE + MINUTE / 2).await;
+            take_lease(&f, id).await;
+            tokio::time::advance(MINUTE / 2).await;
+        } else {
+            let other = take_lease(&f, id).await;
+            let mut booked = f.appointment(id).await;
+            booked.status = AppointmentStatus::Scheduled;
+            booked.calcom_uid = Some("bk_other".into());
+            booked.version += 1;
+            assert!(f.store.upsert_appointment(&booked).await.unwrap());
             f.store
                 .dedup_release(f.company, &key(id), other)
                 .await
                 .unwrap();
+            tokio::time::advance(4 * MINUTE).await;
         }
-        tokio::time::advance(5 * MINUTE).await;
         yield_turns(10).await;
         assert!(waiting.is_finished());
         let outcome = waiting.await.unwrap().unwrap();
@@ -225,7 +268,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_lease_retaken_after_another_process_synced_sends_nothing() {
-        let (f, id, outcome) = lapsed_while_waiting(true).await;
+        let (f, id, outcome) = lapsed_while_waiting(false).await;
         let reason = deferred(outcome);
         assert!(reason.contains("meanwhile"), "{reason}");
         assert_eq!(
@@ -241,7 +284,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_lease_held_by_another_process_at_send_time_sends_nothing() {
-        let (f, _, outcome) = lapsed_while_waiting(false).await;
+        let (f, _, outcome) = lapsed_while_waiting(true).await;
         deferred(outcome);
         assert_eq!(
             f.api.calls(Method::Create),
