@@ -178,7 +178,27 @@ impl CqlStore {
                 let Some(owner) = owner.as_ref().filter(|o| o.id != id) else {
                     continue;
                 };
-                if owner.live.is_some() || !claims::is_stale(owner.claimed_at, now) {
+                if owner.live.is_none() && !claims::is_stale(owner.claimed_at, now) {
+                    // Claimed, but the owner's row is not written: a writer still at work, or
+                    // one that died between the claim and the row (a worker killed
+                    // mid-event). Not a conflict: a transient error, so the caller backs off
+                    // and retries, and takes the claim over once it is stale.
+                    return Err(CqlError::Contention {
+                        operation: OP,
+                        what: format!(
+                            "{} of appointment {} is claimed by appointment {} of company {} \
+                             whose row is not written yet (taken over after {} s)",
+                            which.what(),
+                            a.id,
+                            owner.id,
+                            a.company_id,
+                            claims::STALE_CLAIM_GRACE.as_secs()
+                        ),
+                        attempts: attempt + 1,
+                    }
+                    .into());
+                }
+                if owner.live.is_some() {
                     return Err(StoreError::Conflict(format!(
                         "{} of appointment {} is already used by appointment {} of company {}",
                         which.what(),

@@ -255,3 +255,40 @@ async fn cql_unreachable_cluster_is_a_transient_error() {
     let store_err = err.into_store("open", "companies");
     assert!(store_err.is_transient(), "{store_err:?}");
 }
+
+/// A worker that died between claiming an appointment's idempotency key and writing its row
+/// leaves a claim with no row. Another writer of that key gets a transient error (it backs
+/// off and retries) rather than a conflict (which would fail its event), and takes the claim
+/// over once it is stale.
+#[tokio::test]
+async fn cql_a_key_claimed_by_an_unwritten_row_is_transient_until_stale() {
+    let store = shared().await;
+    let a = company("Acme");
+    store.create_company(&a).await.unwrap();
+    let key = format!("retell-call:{}", uuid::Uuid::now_v7());
+    let claim = "INSERT INTO appointment_keys (company_id, idempotency_key, appointment_id, \
+                 claimed_at) VALUES (?, ?, ?, ?)";
+    let dead = uuid::Uuid::now_v7();
+    let fresh = chrono::Utc::now();
+    store
+        .session()
+        .query_unpaged(claim, (a.id.0, key.as_str(), dead, fresh))
+        .await
+        .unwrap();
+    let mut mine = appointment(a.id, None, 1);
+    mine.idempotency_key = Some(key.clone());
+
+    let err = store.upsert_appointment(&mine).await.unwrap_err();
+    assert!(err.is_transient(), "{err}");
+    assert!(format!("{err:?}").contains("not written yet"), "{err:?}");
+
+    let stale = fresh - chrono::Duration::minutes(5);
+    store
+        .session()
+        .query_unpaged(claim, (a.id.0, key.as_str(), dead, stale))
+        .await
+        .unwrap();
+    assert!(store.upsert_appointment(&mine).await.unwrap());
+    let found = store.appointment_by_key(a.id, &key).await.unwrap();
+    assert_eq!(found.map(|f| f.id), Some(mine.id));
+}
