@@ -153,6 +153,19 @@ mod tests {
         holder
     }
 
+    /// The other process (holding the lease as `other`) books the appointment and releases.
+    async fn book_elsewhere(f: &BookingFixture, id: Uuid, other: EventId) {
+        let mut booked = f.appointment(id).await;
+        booked.status = AppointmentStatus::Scheduled;
+        booked.calcom_uid = Some("bk_other".into());
+        booked.version += 1;
+        assert!(f.store.upsert_appointment(&booked).await.unwrap());
+        f.store
+            .dedup_release(f.company, &key(id), other)
+            .await
+            .unwrap();
+    }
+
     fn deferred(outcome: SyncOutcome) -> String {
         match outcome {
             SyncOutcome::Deferred { reason } => reason,
@@ -196,15 +209,7 @@ mod tests {
         let waiting = f.spawn_sync(id);
         yield_turns(10).await;
 
-        let mut booked = f.appointment(id).await;
-        booked.status = AppointmentStatus::Scheduled;
-        booked.calcom_uid = Some("bk_other".into());
-        booked.version += 1;
-        assert!(f.store.upsert_appointment(&booked).await.unwrap());
-        f.store
-            .dedup_release(f.company, &key(id), other)
-            .await
-            .unwrap();
+        book_elsewhere(&f, id, other).await;
         tokio::time::advance(Duration::from_secs(1)).await;
         yield_turns(10).await;
 
@@ -249,15 +254,7 @@ mod tests {
             tokio::time::advance(MINUTE / 2).await;
         } else {
             let other = take_lease(&f, id).await;
-            let mut booked = f.appointment(id).await;
-            booked.status = AppointmentStatus::Scheduled;
-            booked.calcom_uid = Some("bk_other".into());
-            booked.version += 1;
-            assert!(f.store.upsert_appointment(&booked).await.unwrap());
-            f.store
-                .dedup_release(f.company, &key(id), other)
-                .await
-                .unwrap();
+            book_elsewhere(&f, id, other).await;
             tokio::time::advance(4 * MINUTE).await;
         }
         yield_turns(10).await;
