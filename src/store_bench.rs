@@ -1,8 +1,8 @@
 //! `askpro bench-store`: dedup claims per second on the configured state store (embedded or
 //! CQL), the way the pipeline makes them: a claim on a fresh key, then its completion.
 //!
-//! Every run creates its own tenants (named `bench-store-<run>-<i>`) and keys, so it can run
-//! against a store that is in use. After the timed phase it re-claims a sample of the keys
+//! Every run creates its own tenants (`loadgen::provision_tenants`, named
+//! `bench-store-<run>-<i>`) and keys, so it can run against a store that is in use. After the timed phase it re-claims a sample of the keys
 //! with another holder: each must come back `Completed` (or `InFlight` with
 //! `--no-complete`). A store whose dedup misses a duplicate fails the run, so a fast but
 //! wrong store never reports a figure.
@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use askpro_actors::domain::{Company, DedupClaim};
+use askpro_actors::domain::DedupClaim;
 use askpro_actors::store::ClaimRequest;
 use askpro_actors::{CompanyId, EventId, StateStore, StoreError};
 use chrono::Utc;
@@ -199,7 +199,13 @@ pub async fn run(
         return Err(BenchStoreError::Argument("tenants"));
     }
     let run_id = uuid::Uuid::now_v7().simple().to_string();
-    let tenants = create_tenants(store.as_ref(), &run_id, args.tenants).await?;
+    let prefix = format!("bench-store-{run_id}");
+    let tenants = crate::loadgen::provision_tenants(store.as_ref(), args.tenants, &prefix)
+        .await
+        .map_err(|source| store_error("provision tenants", &prefix, source))?
+        .into_iter()
+        .map(|t| t.company_id)
+        .collect();
     let run = Arc::new(Run {
         store,
         tenants,
@@ -229,28 +235,6 @@ pub async fn run(
         complete_latency_us: LatencySummary::from_histogram(&completes),
         duplicate_check: check,
     })
-}
-
-async fn create_tenants(
-    store: &dyn StateStore,
-    run_id: &str,
-    n: usize,
-) -> Result<Vec<CompanyId>, BenchStoreError> {
-    let mut ids = Vec::with_capacity(n);
-    for i in 0..n {
-        let company = Company {
-            id: CompanyId::new(),
-            name: format!("bench-store-{run_id}-{i}"),
-            allow_unsigned_calcom: false,
-            created_at: Utc::now(),
-        };
-        store
-            .create_company(&company)
-            .await
-            .map_err(|source| store_error("create_company", &company.name, source))?;
-        ids.push(company.id);
-    }
-    Ok(ids)
 }
 
 type Timed = (Duration, Histogram<u64>, Histogram<u64>);

@@ -50,25 +50,20 @@ fn ttl_secs(now: DateTime<Utc>, expires_at: DateTime<Utc>) -> i32 {
 }
 
 impl CqlStore {
+    /// The key's row, read at the serial consistency (the state a compare-and-set sees)
+    /// or at the statement consistency (LOCAL_QUORUM by default: no Paxos round).
     async fn dedup_row(
         &self,
         op: &'static str,
+        serial: bool,
         company: CompanyId,
         key: &str,
     ) -> Out<Option<DedupRow>> {
-        let st = &self.st().dedup_get;
-        Ok(self.db().one_serial(op, T, st, (company.0, key)).await?)
-    }
-
-    /// [`Self::dedup_row`] at the statement consistency (LOCAL_QUORUM by default).
-    async fn dedup_row_quorum(
-        &self,
-        op: &'static str,
-        company: CompanyId,
-        key: &str,
-    ) -> Out<Option<DedupRow>> {
-        let st = &self.st().dedup_get;
-        Ok(self.db().one(op, T, st, (company.0, key)).await?)
+        let (st, values) = (&self.st().dedup_get, (company.0, key));
+        Ok(match serial {
+            true => self.db().one_serial(op, T, st, values).await?,
+            false => self.db().one(op, T, st, values).await?,
+        })
     }
 
     /// Compare-and-set: writes the new state if the row still holds `seen`.
@@ -112,7 +107,7 @@ impl CqlStore {
             if self.db().lwt(OP, T, st, values).await? {
                 return Ok(DedupClaim::Claimed);
             }
-            let Some(seen) = self.dedup_row(OP, company, key).await? else {
+            let Some(seen) = self.dedup_row(OP, true, company, key).await? else {
                 continue; // expired or released meanwhile: insert again
             };
             let expires_at = if seen.expires_at <= req.now {
@@ -166,12 +161,13 @@ impl CqlStore {
             // fresh claim, and a serial read is a Paxos round of its own. The compare-and-set
             // below checks every column read, so a stale read only makes it fail, and every
             // later try (and a row not seen at all) reads at SERIAL.
-            let seen = match attempt {
-                0 => match self.dedup_row_quorum(OP, company, key).await? {
-                    Some(row) => Some(row),
-                    None => self.dedup_row(OP, company, key).await?,
-                },
-                _ => self.dedup_row(OP, company, key).await?,
+            let quorum = match attempt {
+                0 => self.dedup_row(OP, false, company, key).await?,
+                _ => None,
+            };
+            let seen = match quorum {
+                Some(row) => Some(row),
+                None => self.dedup_row(OP, true, company, key).await?,
             };
             let Some(seen) = seen else {
                 tracing::debug!(company_id = %company, key, holder = %holder, "dedup key gone before completion");
@@ -220,7 +216,7 @@ impl CqlStore {
         key: &str,
         now: DateTime<Utc>,
     ) -> Out<Option<DedupEntry>> {
-        let row = self.dedup_row_quorum("dedup_entry", company, key).await?;
+        let row = self.dedup_row("dedup_entry", false, company, key).await?;
         Ok(row.filter(|r| r.expires_at > now).map(|r| DedupEntry {
             holder: EventId(r.holder),
             completed: r.completed,

@@ -10,7 +10,7 @@
 use std::future::Future;
 use std::path::Path;
 use std::process::{Command, Output};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use askpro::app::RunOptions;
 use askpro::config::{Config, StoreBackend};
@@ -20,8 +20,7 @@ use askpro_actors::{CompanyId, EventId, StateStore};
 use serde_json::Value;
 
 use crate::harness::*;
-
-const CONTACT_POINTS_VAR: &str = "ASKPRO_TEST_CQL_CONTACT_POINTS";
+use crate::kafka_cql::{test_contact_points, Keyspace};
 
 /// One test's keyspace on the test cluster.
 #[derive(Clone, Debug)]
@@ -32,42 +31,25 @@ struct Cql {
 
 impl Cql {
     fn fresh() -> Self {
-        let contact_points = std::env::var(CONTACT_POINTS_VAR).unwrap_or_default();
-        assert!(
-            !contact_points.trim().is_empty(),
-            "{CONTACT_POINTS_VAR} is not set: these tests need a real Cassandra or ScyllaDB. \
-             Start one with `scripts/services up cassandra` and export \
-             {CONTACT_POINTS_VAR}=127.0.0.1:19042 (host:port, comma-separated for several nodes)"
-        );
-        let secs = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs();
-        let keyspace = format!(
-            "askpro_it_{secs}_{}_{:08x}",
-            std::process::id(),
-            rand::random::<u32>()
-        );
+        let Keyspace {
+            contact_points,
+            name,
+        } = Keyspace::fresh(test_contact_points());
         Cql {
-            contact_points: contact_points.trim().to_owned(),
-            keyspace,
+            contact_points,
+            keyspace: name,
         }
     }
 
     /// Store settings for this keyspace; the test opens its own store beside the server.
     fn settings(&self, migrate_on_start: bool) -> CqlSettings {
+        let keyspace = Keyspace {
+            contact_points: self.contact_points.clone(),
+            name: self.keyspace.clone(),
+        };
         CqlSettings {
-            contact_points: self
-                .contact_points
-                .split(',')
-                .map(str::trim)
-                .filter(|p| !p.is_empty())
-                .map(str::to_owned)
-                .collect(),
-            keyspace: self.keyspace.clone(),
-            request_timeout: Duration::from_secs(20),
             migrate_on_start,
-            ..CqlSettings::default()
+            ..keyspace.settings(Duration::from_secs(20))
         }
     }
 

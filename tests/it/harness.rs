@@ -160,20 +160,24 @@ impl TestServer {
 
     /// Counter value from `/metrics` for a metric line prefix such as `name{label="x"}`.
     pub async fn metric(&self, line_prefix: &str) -> f64 {
-        let text = self
-            .client
-            .get(self.url("/metrics"))
-            .send()
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("metrics body");
-        text.lines()
-            .filter(|l| l.starts_with(line_prefix))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
+        scrape_metric(&self.client, &self.url("/metrics"), line_prefix).await
     }
+}
+
+/// The sum of the `/metrics` lines at `url` that start with `line_prefix`.
+pub async fn scrape_metric(client: &reqwest::Client, url: &str, line_prefix: &str) -> f64 {
+    let text = client
+        .get(url)
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics body");
+    text.lines()
+        .filter(|l| l.starts_with(line_prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 pub async fn settled_events(

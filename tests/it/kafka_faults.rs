@@ -7,36 +7,20 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use askpro::calcom::fake::{FakeCalcom, FakeConfig};
 use askpro_actors::domain::EventStatus;
 use askpro_actors::{CompanyId, EventId};
 
-use crate::booking::{analyzed, connect_calcom};
-use crate::harness::{retell_body, Tenant};
+use crate::harness::retell_body;
 use crate::kafka::{
     by_status, group_committed, health, http, ledger, open_store, post_retell, services_script,
-    slot, tenants, wait_healthy, wait_processed, Acked, KafkaSetup, TIERS,
+    tenants, wait_healthy, wait_processed, Acked, KafkaSetup, TIERS,
 };
-use crate::kafka_stream::{assert_exactly_once, wait_owns_all, wait_split, Stream};
+use crate::kafka_stream::{
+    assert_exactly_once, booking_tenants, wait_owns_all, wait_split, webhook, MakeWebhook, Stream,
+};
 use crate::kafka_topics::KafkaNames;
 
 const PARTITIONS: u32 = 8;
-
-/// One webhook of the stream: every fifth is a `call_analyzed` that books.
-fn webhook(i: usize, t: &Tenant) -> (String, String, bool) {
-    let call_id = format!("call_loss_{i}");
-    match i.is_multiple_of(5) {
-        true => {
-            let body = analyzed(&call_id, &t.phone, &slot(i / 5));
-            (call_id, body, true)
-        }
-        false => (
-            call_id.clone(),
-            retell_body("call_ended", &call_id, &t.phone),
-            false,
-        ),
-    }
-}
 
 /// Issue requirement 2: ingress + two workers on 8 partitions; one worker is stopped with
 /// `signal` while webhooks stream in. Every acknowledged webhook is processed exactly once
@@ -50,17 +34,7 @@ async fn worker_loss(signal: &'static str) {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let store = open_store(dir);
-    let fake = FakeCalcom::start(FakeConfig {
-        rate_limit_per_min: 0,
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    let tenants = tenants(store.as_ref(), 21, TENANTS).await;
-    for t in &tenants {
-        connect_calcom(store.as_ref(), t, &fake, None).await;
-    }
-    let companies: Vec<CompanyId> = tenants.iter().map(|t| t.company).collect();
+    let (fake, tenants, companies) = booking_tenants(store.as_ref(), 21, TENANTS).await;
 
     let setup =
         KafkaSetup::new(&names, PARTITIONS).with("ASKPRO_BOOKING__RATE_LIMIT_PER_MIN", "6000");
@@ -73,7 +47,8 @@ async fn worker_loss(signal: &'static str) {
     let doomed_had = wait_split(&client, &doomed, &survivor, PARTITIONS).await;
 
     // Senders stream webhooks; the doomed worker is stopped once a third are acknowledged.
-    let stream = Stream::start(&client, &ingress, tenants, WEBHOOKS, SENDERS, webhook);
+    let make: MakeWebhook = |i, t| webhook("loss", i, t);
+    let stream = Stream::start(&client, &ingress, tenants, WEBHOOKS, SENDERS, make);
     let at_kill = stream.wait_acked(WEBHOOKS / 3).await;
     let processed_at_kill = ledger(store.as_ref(), &companies)
         .await

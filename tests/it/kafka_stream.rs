@@ -6,14 +6,38 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use askpro::calcom::fake::FakeCalcom;
+use askpro::calcom::fake::{FakeCalcom, FakeConfig};
 use askpro_actors::domain::{AppointmentStatus, EventStatus};
 use askpro_actors::{CompanyId, EventId, StateStore};
 use futures::StreamExt;
 use serde_json::Value;
 
-use crate::harness::Tenant;
-use crate::kafka::{assigned, by_status, ledger, wait_every, wait_until, Acked, Node, HEALTH_POLL};
+use crate::booking::{analyzed, connect_calcom};
+use crate::harness::{retell_body, Tenant};
+use crate::kafka::{
+    assigned, by_status, ledger, slot, tenants, wait_every, wait_until, Acked, Node, HEALTH_POLL,
+};
+
+/// A fake Cal.com without a rate limit, and `n` tenants (numbered from `seed`) whose branch
+/// books there; with their company ids.
+pub async fn booking_tenants(
+    store: &dyn StateStore,
+    seed: u32,
+    n: usize,
+) -> (FakeCalcom, Vec<Tenant>, Vec<CompanyId>) {
+    let fake = FakeCalcom::start(FakeConfig {
+        rate_limit_per_min: 0,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let tenants = tenants(store, seed, n).await;
+    for t in &tenants {
+        connect_calcom(store, t, &fake, None).await;
+    }
+    let companies = tenants.iter().map(|t| t.company).collect();
+    (fake, tenants, companies)
+}
 
 /// One webhook of a stream: (call id, body, whether it books).
 pub type MakeWebhook = fn(usize, &Tenant) -> (String, String, bool);
@@ -271,4 +295,20 @@ pub async fn assert_exactly_once(
         booking_calls.len(),
         "one appointment per booking call"
     );
+}
+
+/// One webhook of a stream: every fifth is a `call_analyzed` that books.
+pub fn webhook(prefix: &str, i: usize, t: &Tenant) -> (String, String, bool) {
+    let call_id = format!("call_{prefix}_{i}");
+    match i.is_multiple_of(5) {
+        true => {
+            let body = analyzed(&call_id, &t.phone, &slot(i / 5));
+            (call_id, body, true)
+        }
+        false => (
+            call_id.clone(),
+            retell_body("call_ended", &call_id, &t.phone),
+            false,
+        ),
+    }
 }

@@ -29,7 +29,8 @@ use crate::kafka::{
     tenants, wait_healthy, wait_processed, wait_until, Acked, KafkaSetup, Node, TIERS,
 };
 use crate::kafka_stream::{
-    assert_exactly_once, bookings_per_call, wait_owns_all, wait_split, MakeWebhook, Stream,
+    assert_exactly_once, booking_tenants, bookings_per_call, wait_owns_all, wait_split, webhook,
+    MakeWebhook, Stream,
 };
 use crate::kafka_topics::KafkaNames;
 
@@ -44,7 +45,7 @@ const CONTACT_POINTS_VAR: &str = "ASKPRO_TEST_CQL_CONTACT_POINTS";
 
 /// The test Cassandra's contact points. Panics (fails the test) when unset: these tests never
 /// pass silently without a database.
-fn test_contact_points() -> String {
+pub(crate) fn test_contact_points() -> String {
     match std::env::var(CONTACT_POINTS_VAR) {
         Ok(points) if !points.trim().is_empty() => points.trim().to_owned(),
         _ => panic!(
@@ -57,13 +58,13 @@ fn test_contact_points() -> String {
 
 /// One test's keyspace on a cluster.
 #[derive(Clone, Debug)]
-struct Keyspace {
-    contact_points: String,
-    name: String,
+pub(crate) struct Keyspace {
+    pub(crate) contact_points: String,
+    pub(crate) name: String,
 }
 
 impl Keyspace {
-    fn fresh(contact_points: String) -> Self {
+    pub(crate) fn fresh(contact_points: String) -> Self {
         let secs = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
@@ -80,7 +81,7 @@ impl Keyspace {
     }
 
     /// Settings of the test's own store beside the processes (it migrates the keyspace).
-    fn settings(&self, request_timeout: Duration) -> CqlSettings {
+    pub(crate) fn settings(&self, request_timeout: Duration) -> CqlSettings {
         CqlSettings {
             contact_points: self
                 .contact_points
@@ -214,20 +215,4 @@ fn events_cli(dir: &Path, keyspace: &Keyspace, company: CompanyId) -> Vec<Value>
         .as_array()
         .cloned()
         .unwrap_or_else(|| panic!("not a list: {listed}"))
-}
-
-/// One webhook of a stream: every fifth is a `call_analyzed` that books.
-fn webhook(prefix: &str, i: usize, t: &Tenant) -> (String, String, bool) {
-    let call_id = format!("call_{prefix}_{i}");
-    match i.is_multiple_of(5) {
-        true => {
-            let body = analyzed(&call_id, &t.phone, &slot(i / 5));
-            (call_id, body, true)
-        }
-        false => (
-            call_id.clone(),
-            retell_body("call_ended", &call_id, &t.phone),
-            false,
-        ),
-    }
 }

@@ -110,18 +110,7 @@ fn clock_ticks_per_sec() -> u64 {
 
 /// The sum of a counter's lines on a process's `/metrics`.
 async fn metric(client: &reqwest::Client, node: &Node, name: &str) -> f64 {
-    let text = client
-        .get(node.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("metrics body");
-    text.lines()
-        .filter(|l| l.starts_with(name))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    crate::harness::scrape_metric(client, &node.url("/metrics"), name).await
 }
 
 /// Issue test "CQL store unreachable", with a private Cassandra stopped and started again

@@ -19,17 +19,7 @@ async fn kafka_cql_worker_sigkill_mid_stream_every_ack_processed_exactly_once() 
         const SENDERS: usize = 8;
         let names = KafkaNames::new("it-kcql-loss");
         let store = keyspace.open().await;
-        let fake = FakeCalcom::start(FakeConfig {
-            rate_limit_per_min: 0,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-        let tenants = tenants(store.as_ref(), 42, TENANTS).await;
-        for t in &tenants {
-            connect_calcom(store.as_ref(), t, &fake, None).await;
-        }
-        let companies: Vec<CompanyId> = tenants.iter().map(|t| t.company).collect();
+        let (fake, tenants, companies) = booking_tenants(store.as_ref(), 42, TENANTS).await;
         let setup = on_cql(
             KafkaSetup::new(&names, PARTITIONS).with("ASKPRO_BOOKING__RATE_LIMIT_PER_MIN", "6000"),
             &keyspace,
