@@ -233,7 +233,9 @@ impl BookingApi for CalcomClient {
                         continue;
                     }
                 };
-                if booking.idempotency_key() != Some(find.idempotency_key) {
+                // Key, tenant and appointment: another tenant on this account may hold a
+                // booking with the same key material.
+                if !find.owns(&booking) {
                     continue;
                 }
                 // A rescheduled booking keeps our key on both the old (cancelled) and the new

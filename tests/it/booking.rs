@@ -14,7 +14,7 @@ use crate::harness::{eventually, tenant, Tenant, TestServer};
 const EVENT_TYPE: i64 = 4242;
 
 /// Short timers so retries, the breaker and the reconciler act within a test.
-fn fast_booking(config: &mut Config) {
+pub fn fast_booking(config: &mut Config) {
     config.booking.retry_delays_ms = vec![200, 400];
     config.booking.reconcile_interval_ms = 100;
     config.booking.reconcile_min_age_ms = 0;

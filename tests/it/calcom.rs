@@ -8,13 +8,38 @@ use askpro::calcom::{
     CalcomClient, ClientOptions, FakeCalcom, FakeConfig, FaultUpdate, BOOKINGS_API_VERSION,
 };
 use askpro_actors::booking::{
-    Attendee, BookingApi, BookingError, CreateBooking, FindBooking, IDEMPOTENCY_METADATA_KEY,
+    Attendee, BookingApi, BookingError, CreateBooking, FindBooking, APPOINTMENT_METADATA_KEY,
+    COMPANY_METADATA_KEY, IDEMPOTENCY_METADATA_KEY,
 };
 use askpro_actors::catalog::CalcomConfig;
+use askpro_actors::CompanyId;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
+use uuid::Uuid;
 
 const EVENT_TYPE: i64 = 42;
+
+/// The tenant these tests book for.
+fn company() -> CompanyId {
+    CompanyId(Uuid::from_u128(0xC0))
+}
+
+/// The appointment a test key stands for (stable, so a lookup can name it).
+fn appointment_for(key: &str) -> Uuid {
+    Uuid::new_v5(&Uuid::NAMESPACE_OID, key.as_bytes())
+}
+
+/// The metadata askpro writes: key, tenant and appointment.
+fn our_metadata(company: CompanyId, key: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (IDEMPOTENCY_METADATA_KEY.to_string(), key.to_string()),
+        (COMPANY_METADATA_KEY.to_string(), company.to_string()),
+        (
+            APPOINTMENT_METADATA_KEY.to_string(),
+            appointment_for(key).to_string(),
+        ),
+    ])
+}
 
 fn at(text: &str) -> DateTime<Utc> {
     text.parse().expect("an instant")
@@ -53,12 +78,14 @@ fn booking_request(start: DateTime<Utc>, key: &str) -> CreateBooking {
             phone: Some("+4930123456".into()),
             language: Some("de".into()),
         },
-        metadata: BTreeMap::from([(IDEMPOTENCY_METADATA_KEY.to_string(), key.to_string())]),
+        metadata: our_metadata(company(), key),
     }
 }
 
 fn find(key: &str, start: DateTime<Utc>) -> FindBooking<'_> {
     FindBooking {
+        company_id: company(),
+        appointment_id: appointment_for(key),
         idempotency_key: key,
         event_type_id: EVENT_TYPE,
         start,
@@ -78,6 +105,49 @@ async fn raw_get(url: String, auth: bool, version: Option<&str>) -> (u16, Value)
     let response = request.send().await.expect("the fake answers");
     let status = response.status().as_u16();
     (status, response.json().await.expect("a json body"))
+}
+
+/// Two tenants on one Cal.com account: a booking another tenant made with the very same key
+/// (any tenant can sign any call id) or for another appointment is never found as ours.
+#[tokio::test]
+async fn a_lookup_never_finds_another_tenants_or_appointments_booking() {
+    let fake = fake().await;
+    let (client, target) = (client(), target(&fake));
+    let start = at("2030-01-07T09:00:00Z");
+    let other_tenant = CompanyId(Uuid::from_u128(0xE0));
+    let mut theirs = booking_request(start, "shared-key");
+    theirs.metadata = our_metadata(other_tenant, "shared-key");
+    client
+        .create_booking(&target, &theirs)
+        .await
+        .expect("created");
+    let mut other_appointment = booking_request(start + chrono::Duration::hours(1), "shared-key");
+    other_appointment.metadata.insert(
+        APPOINTMENT_METADATA_KEY.to_string(),
+        Uuid::from_u128(7).to_string(),
+    );
+    client
+        .create_booking(&target, &other_appointment)
+        .await
+        .expect("created");
+
+    let found = client
+        .find_booking(&target, &find("shared-key", start))
+        .await;
+    assert_eq!(found.expect("search works"), None);
+
+    // Ours, once it exists, is found among them.
+    let ours = client
+        .create_booking(
+            &target,
+            &booking_request(start + chrono::Duration::hours(2), "shared-key"),
+        )
+        .await
+        .expect("created");
+    let found = client
+        .find_booking(&target, &find("shared-key", start))
+        .await;
+    assert_eq!(found.expect("search works").map(|b| b.uid), Some(ours.uid));
 }
 
 #[tokio::test]
@@ -375,7 +445,7 @@ async fn find_booking_reads_past_the_first_page() {
     for i in 0..120 {
         let mut request = booking_request(first + chrono::Duration::minutes(10 * i), "");
         request.length_minutes = Some(10);
-        request.metadata = BTreeMap::from([(IDEMPOTENCY_METADATA_KEY.into(), format!("k{i}"))]);
+        request.metadata = our_metadata(company(), &format!("k{i}"));
         client.create_booking(&target, &request).await.unwrap();
     }
     let found = client.find_booking(&target, &find("k119", first)).await;

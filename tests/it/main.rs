@@ -18,6 +18,7 @@ mod log_contract;
 mod outage;
 mod payload_fixtures;
 mod roles;
+mod shared_account;
 mod shutdown;
 mod signature_sdk;
 mod store_contract;

@@ -8,10 +8,18 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use uuid::Uuid;
+
 use crate::catalog::CalcomConfig;
+use crate::ids::CompanyId;
 
 /// The metadata key that carries our idempotency key in a Cal.com booking.
 pub const IDEMPOTENCY_METADATA_KEY: &str = "askpro_key";
+/// The metadata key that names the tenant a booking was made for. Several tenants may share
+/// one Cal.com account, so every booking we make says whose it is.
+pub const COMPANY_METADATA_KEY: &str = "askpro_company";
+/// The metadata key that names our appointment row a booking was made for.
+pub const APPOINTMENT_METADATA_KEY: &str = "askpro_appointment";
 
 /// Who the booking is for. Cal.com needs an email or a phone number.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -61,16 +69,42 @@ impl Booking {
             .get(IDEMPOTENCY_METADATA_KEY)
             .map(String::as_str)
     }
+
+    /// The tenant named in the booking's metadata, if we made it.
+    pub fn company(&self) -> Option<&str> {
+        self.metadata.get(COMPANY_METADATA_KEY).map(String::as_str)
+    }
+
+    /// Our appointment named in the booking's metadata, if we made it.
+    pub fn appointment(&self) -> Option<&str> {
+        self.metadata
+            .get(APPOINTMENT_METADATA_KEY)
+            .map(String::as_str)
+    }
 }
 
-/// How to look for a booking we may have made (Cal.com has no idempotency header).
+/// How to look for a booking we may have made (Cal.com has no idempotency header). A booking
+/// is only ever ours when its metadata names this tenant, this appointment and this key: two
+/// tenants may share one Cal.com account and see the same provider ids (a call id is signed by
+/// whichever tenant's Retell key sent it), so a key alone must never adopt a booking.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FindBooking<'a> {
+    pub company_id: CompanyId,
+    pub appointment_id: Uuid,
     pub idempotency_key: &'a str,
     pub event_type_id: i64,
     /// The booking's start; the search window is built around it.
     pub start: DateTime<Utc>,
     pub attendee_email: Option<&'a str>,
+}
+
+impl FindBooking<'_> {
+    /// Whether `booking` is the one this lookup is for: key, tenant and appointment all match.
+    pub fn owns(&self, booking: &Booking) -> bool {
+        booking.idempotency_key() == Some(self.idempotency_key)
+            && booking.company() == Some(self.company_id.to_string().as_str())
+            && booking.appointment() == Some(self.appointment_id.to_string().as_str())
+    }
 }
 
 /// Why a Cal.com request did not succeed.

@@ -290,13 +290,27 @@ impl Booker {
         prepared: &Prepared,
     ) -> Result<Result<Option<super::api::Booking>, BookingError>, Gate> {
         let find = FindBooking {
+            company_id,
+            appointment_id: prepared.appointment_id,
             idempotency_key: &prepared.idempotency_key,
             event_type_id: prepared.create.event_type_id,
             start: prepared.create.start,
             attendee_email: prepared.create.attendee.email.as_deref(),
         };
-        self.gated(company_id, target, || self.api.find_booking(target, &find))
-            .await
+        let found = self
+            .gated(company_id, target, || self.api.find_booking(target, &find))
+            .await?;
+        // Defense in depth: whatever the client matched, only a booking whose metadata names
+        // this tenant, appointment and key is ever adopted.
+        Ok(found.map(|booking| {
+            booking.filter(|b| {
+                let ours = find.owns(b);
+                if !ours {
+                    tracing::warn!(%company_id, appointment_id = %prepared.appointment_id, uid = %b.uid, "cal.com lookup returned a booking that is not this appointment's; ignored");
+                }
+                ours
+            })
+        }))
     }
 
     /// One Cal.com request through the tenant's breaker and the key's rate limit.

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::*;
-use crate::booking::IDEMPOTENCY_METADATA_KEY;
+use crate::booking::{Booking, IDEMPOTENCY_METADATA_KEY};
 use crate::testkit::booking::{
     calcom_config, permanent, rate_limited, transient, BookingFixture, Method, CALLER_PHONE,
 };
@@ -141,6 +141,46 @@ async fn a_lost_answer_whose_lookup_fails_is_found_by_the_next_sync() {
     assert_eq!(f.api.calls(Method::Find), 2);
     assert_eq!(f.api.bookings().len(), 1);
     assert_eq!(appointment.calcom_uid.as_deref(), Some("bk_1"));
+}
+
+/// A lookup that answers with a booking whose metadata carries our key but names another
+/// tenant (two tenants on one Cal.com account) is never adopted: the sync creates our own.
+#[tokio::test(start_paused = true)]
+async fn a_looked_up_booking_of_another_tenant_is_never_adopted() {
+    let f = BookingFixture::new().await;
+    let id = f.add_pending().await;
+    f.api.fail_create(transient("503 service unavailable"));
+    transient_error(f.sync(id).await);
+    let key = f.appointment(id).await.idempotency_key.unwrap();
+    let start = f.appointment(id).await.start_at.unwrap();
+    let foreign = Booking {
+        id: 99,
+        uid: "bk_other_tenant".into(),
+        start,
+        end: start + chrono::Duration::minutes(30),
+        status: "accepted".into(),
+        event_type_id: Some(1),
+        metadata: [
+            (IDEMPOTENCY_METADATA_KEY.to_owned(), key),
+            (
+                crate::booking::COMPANY_METADATA_KEY.to_owned(),
+                crate::ids::CompanyId::new().to_string(),
+            ),
+            (
+                crate::booking::APPOINTMENT_METADATA_KEY.to_owned(),
+                id.to_string(),
+            ),
+        ]
+        .into(),
+        rescheduled_to_uid: None,
+    };
+    f.api.script_find(Ok(Some(foreign)));
+
+    let (appointment, found) = booked(f.sync(id).await);
+
+    assert!(!found, "the other tenant's booking was adopted");
+    assert_ne!(appointment.calcom_uid.as_deref(), Some("bk_other_tenant"));
+    assert_eq!(f.api.calls(Method::Create), 2);
 }
 
 #[tokio::test(start_paused = true)]

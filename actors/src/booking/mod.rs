@@ -11,7 +11,7 @@ pub mod request;
 
 pub use api::{
     Attendee, Booking, BookingApi, BookingError, CreateBooking, FindBooking, Slots,
-    IDEMPOTENCY_METADATA_KEY,
+    APPOINTMENT_METADATA_KEY, COMPANY_METADATA_KEY, IDEMPOTENCY_METADATA_KEY,
 };
 pub use booker::{Booker, BookingSettings, SyncOutcome};
 pub use breaker::{BreakerSettings, BreakerState};

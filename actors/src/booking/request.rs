@@ -3,7 +3,10 @@
 
 use std::collections::BTreeMap;
 
-use super::api::{Attendee, CreateBooking, IDEMPOTENCY_METADATA_KEY};
+use super::api::{
+    Attendee, CreateBooking, APPOINTMENT_METADATA_KEY, COMPANY_METADATA_KEY,
+    IDEMPOTENCY_METADATA_KEY,
+};
 use crate::catalog::CalcomConfig;
 use crate::domain::Appointment;
 use crate::error::StoreError;
@@ -18,6 +21,8 @@ pub struct Prepared {
     pub target: CalcomConfig,
     pub create: CreateBooking,
     pub idempotency_key: String,
+    /// The appointment this booking is for (also in the booking's metadata).
+    pub appointment_id: uuid::Uuid,
 }
 
 /// `Ok(Err(reason))` when the appointment can never be booked as it is (permanent).
@@ -56,9 +61,15 @@ pub async fn prepare(
                 .into(),
         ));
     }
+    // Tenant and appointment travel with the key: a lookup adopts a booking only when all
+    // three match (`FindBooking::owns`), whoever else shares the Cal.com account.
     let metadata = BTreeMap::from([
         (IDEMPOTENCY_METADATA_KEY.to_owned(), key.clone()),
-        ("askpro_appointment".to_owned(), appointment.id.to_string()),
+        (COMPANY_METADATA_KEY.to_owned(), company_id.to_string()),
+        (
+            APPOINTMENT_METADATA_KEY.to_owned(),
+            appointment.id.to_string(),
+        ),
     ]);
     let create = CreateBooking {
         start,
@@ -86,5 +97,6 @@ pub async fn prepare(
         target,
         create,
         idempotency_key: key,
+        appointment_id: appointment.id,
     }))
 }

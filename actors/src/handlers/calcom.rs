@@ -7,8 +7,9 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use super::{Handled, HandlerCtx, HandlerError};
-use crate::booking::IDEMPOTENCY_METADATA_KEY;
+use crate::booking::{APPOINTMENT_METADATA_KEY, COMPANY_METADATA_KEY, IDEMPOTENCY_METADATA_KEY};
 use crate::domain::{Appointment, AppointmentStatus};
+use crate::ids::CompanyId;
 use crate::phone;
 use crate::record::StoredRecord;
 
@@ -36,11 +37,25 @@ struct Payload {
 }
 
 impl Payload {
+    fn metadata_str(&self, key: &str) -> Option<&str> {
+        self.metadata.as_ref()?.get(key)?.as_str()
+    }
+
     fn idempotency_key(&self) -> Option<&str> {
-        self.metadata
-            .as_ref()?
-            .get(IDEMPOTENCY_METADATA_KEY)?
-            .as_str()
+        self.metadata_str(IDEMPOTENCY_METADATA_KEY)
+    }
+
+    /// Whether askpro made this booking for another tenant. Tenants may share one Cal.com
+    /// account, and then each of their webhook subscriptions sees every booking of it.
+    fn made_for_other_tenant(&self, company_id: CompanyId) -> bool {
+        self.metadata_str(COMPANY_METADATA_KEY)
+            .is_some_and(|owner| owner != company_id.to_string())
+    }
+
+    /// Whether the booking's metadata, if it names an appointment, names `id`.
+    fn names_appointment(&self, id: Uuid) -> bool {
+        self.metadata_str(APPOINTMENT_METADATA_KEY)
+            .is_none_or(|named| named == id.to_string())
     }
 }
 
@@ -82,6 +97,14 @@ pub(super) async fn handle(
         )));
     };
     let company_id = record.meta.company_id;
+    if body.payload.made_for_other_tenant(company_id) {
+        // Neither adopted nor recorded as a direct booking: it is another tenant's.
+        return Ok(Handled {
+            note: Some(format!(
+                "cal.com booking {uid} was made by askpro for another tenant sharing this cal.com account; not acted on"
+            )),
+        });
+    }
     // Serialise with the booker (tenant actor and reconciler), so a sync never writes back a
     // copy of the appointment this webhook changed meanwhile.
     let _serial = match ctx.booker {
@@ -171,7 +194,10 @@ async fn find_existing(
         return Ok((None, false));
     };
     match ctx.store.appointment_by_key(company_id, key).await? {
-        Some(ours) if ours.calcom_uid.as_deref().is_none_or(|u| u == uid) => {
+        Some(ours)
+            if ours.calcom_uid.as_deref().is_none_or(|u| u == uid)
+                && body.payload.names_appointment(ours.id) =>
+        {
             Ok((Some(ours), false))
         }
         Some(_) => Ok((None, false)),
