@@ -30,6 +30,7 @@ pub mod settings;
 pub mod store;
 pub mod tenant;
 pub mod tenant_supervisor;
+pub mod timestamp;
 #[cfg(test)]
 pub(crate) mod testkit;
 

@@ -27,9 +27,11 @@ mod when;
 #[cfg(test)]
 mod tests;
 
-use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
+use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, Offset, TimeZone, Utc};
 use chrono_tz::Tz;
 use serde_json::{Map, Value};
+
+use crate::timestamp;
 
 use when::When;
 
@@ -82,7 +84,7 @@ const EMAIL_KEYS: &[&str] = &["email", "customer_email", "e_mail"];
 pub fn call_start(call: &Value) -> Option<DateTime<Utc>> {
     call.get("start_timestamp")
         .and_then(Value::as_i64)
-        .and_then(DateTime::from_timestamp_millis)
+        .and_then(timestamp::from_ms)
 }
 
 /// Reads the requested slot from a Retell call object (the `call` inside `call_ended` /
@@ -107,7 +109,7 @@ pub fn extract(
             _ => Ok(None),
         };
     };
-    let today = anchor.with_timezone(&zone).date_naive();
+    let today = anchor_day(anchor, zone)?;
     let (start_local, start) = resolve(&slot, today, zone)?;
     not_past(&slot, start_local, start, anchor, zone, today)?;
     let (date_field, time_field) = slot.fields();
@@ -124,6 +126,18 @@ pub fn extract(
         date_field,
         time_field,
     }))
+}
+
+/// The call's day in the branch's zone. The anchor comes from the signed body: one outside
+/// the accepted range is refused rather than shifted (chrono panics near its limits).
+fn anchor_day(anchor: DateTime<Utc>, zone: Tz) -> Result<NaiveDate, ExtractError> {
+    timestamp::local_date(anchor, zone)
+        .filter(|_| timestamp::in_range(anchor))
+        .ok_or_else(|| ExtractError {
+            field: "start_timestamp".into(),
+            value: anchor.timestamp_millis().to_string(),
+            problem: "is outside the supported range (years 1970 to 9999)".into(),
+        })
 }
 
 /// Where the date and time were found, not yet parsed.
@@ -328,9 +342,12 @@ fn resolve(
             match when::parse_date_time(field.raw, today).map_err(|p| field.error(p))? {
                 When::Instant(at) => {
                     let start = at.with_timezone(&Utc);
-                    Ok((start.with_timezone(&zone).naive_local(), start))
+                    let local = in_calendar(start.naive_utc()).map_err(|p| field.error(p))?;
+                    let offset = zone.offset_from_utc_datetime(&local).fix();
+                    Ok((local + offset, start))
                 }
                 When::Local(local) => {
+                    let local = in_calendar(local).map_err(|p| field.error(p))?;
                     let start = when::to_utc(local, zone).map_err(|p| field.error(p))?;
                     Ok((local, start))
                 }
@@ -341,11 +358,20 @@ fn resolve(
             let day = date::parse_date(date.raw, today).map_err(|p| date.error(p))?;
             time.screen("an exact time")?;
             let clock = time::parse_time(time.raw).map_err(|p| time.error(p))?;
-            let local = day.and_time(clock);
+            let local = in_calendar(day.and_time(clock)).map_err(|p| date.error(p))?;
             // A wall-clock time that the DST change skips is the time's fault, not the date's.
             let start = when::to_utc(local, zone).map_err(|p| time.error(p))?;
             Ok((local, start))
         }
+    }
+}
+
+/// A slot in the years 1970 to 9999 (the range every zone shift stays safe in), else the
+/// problem to report.
+fn in_calendar(at: NaiveDateTime) -> Result<NaiveDateTime, String> {
+    match (1970..=9999).contains(&at.year()) {
+        true => Ok(at),
+        false => Err("is beyond the calendar (years 1970 to 9999)".into()),
     }
 }
 

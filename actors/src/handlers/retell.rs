@@ -1,6 +1,6 @@
 //! Retell `call_started` / `call_ended` / `call_analyzed`: upsert the call.
 
-use chrono::{DateTime, TimeZone, Utc};
+use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
 use super::{booking, Handled, HandlerCtx, HandlerError};
@@ -163,5 +163,5 @@ async fn branch_for(
 }
 
 fn ms_to_utc(ms: i64) -> Option<DateTime<Utc>> {
-    Utc.timestamp_millis_opt(ms).single()
+    crate::timestamp::from_ms(ms)
 }

@@ -7,6 +7,7 @@ use serde_json::{json, Value};
 use super::*;
 
 mod calendar;
+mod never_panics;
 
 const FIXTURE: &str = include_str!(concat!(
     env!("CARGO_MANIFEST_DIR"),
