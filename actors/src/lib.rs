@@ -30,9 +30,9 @@ pub mod settings;
 pub mod store;
 pub mod tenant;
 pub mod tenant_supervisor;
-pub mod timestamp;
 #[cfg(test)]
 pub(crate) mod testkit;
+pub mod timestamp;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{LogError, StoreError};

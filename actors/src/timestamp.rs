@@ -46,7 +46,10 @@ mod tests {
 
     #[test]
     fn bounds_are_the_instants_they_claim() {
-        assert_eq!(from_ms(MIN_MS).unwrap().to_rfc3339(), "1970-01-01T00:00:00+00:00");
+        assert_eq!(
+            from_ms(MIN_MS).unwrap().to_rfc3339(),
+            "1970-01-01T00:00:00+00:00"
+        );
         assert_eq!(
             from_ms(MAX_MS).unwrap().to_rfc3339(),
             "9999-12-31T23:59:59.999+00:00"

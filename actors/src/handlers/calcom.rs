@@ -6,12 +6,20 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use uuid::Uuid;
 
-use super::{Handled, HandlerCtx, HandlerError};
+use super::{wire, Handled, HandlerCtx, HandlerError};
 use crate::booking::{APPOINTMENT_METADATA_KEY, COMPANY_METADATA_KEY, IDEMPOTENCY_METADATA_KEY};
 use crate::domain::{Appointment, AppointmentStatus};
 use crate::ids::CompanyId;
 use crate::phone;
 use crate::record::StoredRecord;
+
+/// The trigger, read first: triggers we do not act on are not read any further (their
+/// payloads have other shapes).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Head {
+    trigger_event: String,
+}
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -19,6 +27,41 @@ struct Body {
     trigger_event: String,
     created_at: Option<String>,
     payload: Payload,
+}
+
+/// A booking webhook as the worker reads it. The ingress reads every body through
+/// [`read_webhook`] too, so a body this cannot read is refused at the door (400).
+pub struct BookingWebhook {
+    body: Body,
+    status: AppointmentStatus,
+    uid: String,
+    start_at: Option<DateTime<Utc>>,
+    end_at: Option<DateTime<Utc>>,
+}
+
+/// Reads a Cal.com webhook body (already parsed as JSON) the way the worker will: `Ok(None)`
+/// for a trigger we store but do not act on.
+pub fn read_webhook(json: &serde_json::Value) -> Result<Option<BookingWebhook>, String> {
+    let head: Head = wire::read(json)?;
+    let Some(status) = status_for(&head.trigger_event) else {
+        return Ok(None);
+    };
+    let body: Body = wire::read(json)?;
+    let Some(uid) = body.payload.uid.clone().filter(|u| !u.is_empty()) else {
+        return Err(format!(
+            "cal.com {} has no payload.uid; cannot match a booking",
+            body.trigger_event
+        ));
+    };
+    let start_at = parse_time("payload.startTime", body.payload.start_time.as_deref())?;
+    let end_at = parse_time("payload.endTime", body.payload.end_time.as_deref())?;
+    Ok(Some(BookingWebhook {
+        body,
+        status,
+        uid,
+        start_at,
+        end_at,
+    }))
 }
 
 #[derive(Deserialize)]
@@ -60,11 +103,13 @@ impl Payload {
 }
 
 #[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
 struct Attendee {
     name: Option<String>,
     email: Option<String>,
-    #[serde(alias = "phoneNumber")]
+    // Two fields rather than an alias: a body carrying both must not be a duplicate-field error.
     phone: Option<String>,
+    phone_number: Option<String>,
 }
 
 /// Cal.com's `createdAt` orders a booking's webhooks; without it we fall back to the time we
@@ -80,22 +125,22 @@ pub(super) async fn handle(
     ctx: &HandlerCtx<'_>,
     record: &StoredRecord,
 ) -> Result<Handled, HandlerError> {
-    let body: Body = serde_json::from_slice(&record.value)
-        .map_err(|e| HandlerError::Permanent(format!("cal.com body does not parse: {e}")))?;
-    let Some(status) = status_for(&body.trigger_event) else {
+    let unreadable =
+        |e: String| HandlerError::Permanent(format!("cal.com body does not parse: {e}"));
+    let json: serde_json::Value =
+        serde_json::from_slice(&record.value).map_err(|e| unreadable(e.to_string()))?;
+    let Some(webhook) = read_webhook(&json).map_err(unreadable)? else {
         return Ok(Handled {
-            note: Some(format!(
-                "cal.com trigger {:?} is stored but not acted on",
-                body.trigger_event
-            )),
+            note: Some("cal.com trigger is stored but not acted on".to_owned()),
         });
     };
-    let Some(uid) = body.payload.uid.clone() else {
-        return Err(HandlerError::Permanent(format!(
-            "cal.com {} has no payload.uid; cannot match a booking",
-            body.trigger_event
-        )));
-    };
+    let BookingWebhook {
+        body,
+        status,
+        uid,
+        start_at,
+        end_at,
+    } = webhook;
     let company_id = record.meta.company_id;
     if body.payload.made_for_other_tenant(company_id) {
         // Neither adopted nor recorded as a direct booking: it is another tenant's.
@@ -115,14 +160,12 @@ pub(super) async fn handle(
     let payload_key = key_free
         .then(|| body.payload.idempotency_key().map(str::to_owned))
         .flatten();
-    let start_at = parse_time("payload.startTime", body.payload.start_time.as_deref())?
-        .or(existing.as_ref().and_then(|a| a.start_at));
-    let end_at = parse_time("payload.endTime", body.payload.end_time.as_deref())?
-        .or(existing.as_ref().and_then(|a| a.end_at));
+    let start_at = start_at.or(existing.as_ref().and_then(|a| a.start_at));
+    let end_at = end_at.or(existing.as_ref().and_then(|a| a.end_at));
     let attendee = body.payload.attendees.into_iter().next();
     let attendee_phone = attendee
         .as_ref()
-        .and_then(|a| a.phone.as_deref())
+        .and_then(|a| a.phone.as_deref().or(a.phone_number.as_deref()))
         .and_then(|p| phone::normalize(p, ctx.default_region).ok());
     let now = ctx.clock.now();
     let mut row = Appointment {
@@ -275,12 +318,17 @@ fn status_for(trigger: &str) -> Option<AppointmentStatus> {
     }
 }
 
-fn parse_time(field: &str, value: Option<&str>) -> Result<Option<DateTime<Utc>>, HandlerError> {
+/// An RFC 3339 time within the years 1970 to 9999 (see [`crate::timestamp`]).
+fn parse_time(field: &str, value: Option<&str>) -> Result<Option<DateTime<Utc>>, String> {
     value
         .map(|s| {
             DateTime::parse_from_rfc3339(s)
                 .map(|t| t.with_timezone(&Utc))
-                .map_err(|e| HandlerError::Permanent(format!("{field} {s:?} is not a time: {e}")))
+                .map_err(|e| format!("{field} {s:?} is not a time: {e}"))
+                .and_then(|t| match crate::timestamp::in_range(t) {
+                    true => Ok(t),
+                    false => Err(format!("{field} {s:?} is outside the years 1970 to 9999")),
+                })
         })
         .transpose()
 }

@@ -5,6 +5,7 @@
 mod booking;
 mod calcom;
 mod retell;
+mod wire;
 
 use crate::booking::Booker;
 use crate::clock::Clock;
@@ -13,8 +14,8 @@ use crate::record::{Provider, StoredRecord};
 use crate::store::StateStore;
 
 pub use booking::call_booking_key;
-pub use calcom::calcom_version;
-pub use retell::retell_version;
+pub use calcom::{calcom_version, read_webhook as read_calcom_webhook, BookingWebhook};
+pub use retell::{read_event as read_retell_event, retell_version, RetellCall, RetellEvent};
 
 /// What a handler needs.
 pub struct HandlerCtx<'a> {

@@ -3,28 +3,39 @@
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
-use super::{booking, Handled, HandlerCtx, HandlerError};
+use super::{booking, wire, Handled, HandlerCtx, HandlerError};
 use crate::domain::Call;
 use crate::ids::BranchId;
 use crate::phone;
 use crate::record::StoredRecord;
 
+/// The event name, read first: events we do not act on are not read any further.
 #[derive(Deserialize)]
-struct Body {
+struct Head {
     event: String,
-    call: RetellCall,
 }
 
 #[derive(Deserialize)]
-struct RetellCall {
+struct Body {
+    call: RetellCall,
+}
+
+/// The call object as the worker reads it. The ingress reads every body through
+/// [`read_event`] too, so a body this cannot read is refused at the door (400), and
+/// `schemas/json/retell_webhook.schema.json` is tested to admit nothing this refuses.
+#[derive(Deserialize)]
+pub struct RetellCall {
     call_id: String,
     agent_id: Option<String>,
     direction: Option<String>,
     from_number: Option<String>,
     to_number: Option<String>,
     call_status: Option<String>,
+    #[serde(default, deserialize_with = "wire::timestamp_ms")]
     start_timestamp: Option<i64>,
+    #[serde(default, deserialize_with = "wire::timestamp_ms")]
     end_timestamp: Option<i64>,
+    #[serde(default, deserialize_with = "wire::duration_ms")]
     duration_ms: Option<i64>,
     disconnection_reason: Option<String>,
     call_analysis: Option<CallAnalysis>,
@@ -33,6 +44,32 @@ struct RetellCall {
 #[derive(Deserialize)]
 struct CallAnalysis {
     call_summary: Option<String>,
+}
+
+/// A Retell webhook as the worker reads it.
+pub enum RetellEvent {
+    /// An event we store but do not act on (`transcript_updated`, ...): not read further.
+    Ignored { event: String },
+    /// A call event, with its order among the call's events.
+    Call {
+        event: String,
+        version: i64,
+        call: Box<RetellCall>,
+    },
+}
+
+/// Reads a Retell webhook body (already parsed as JSON) the way the worker will.
+pub fn read_event(json: &serde_json::Value) -> Result<RetellEvent, String> {
+    let head: Head = wire::read(json)?;
+    let Some(version) = retell_version(&head.event) else {
+        return Ok(RetellEvent::Ignored { event: head.event });
+    };
+    let body: Body = wire::read(json)?;
+    Ok(RetellEvent::Call {
+        event: head.event,
+        version,
+        call: Box::new(body.call),
+    })
 }
 
 /// Retell sends a call's events in this order but not blocking, so they may arrive out of
@@ -50,19 +87,22 @@ pub(super) async fn handle(
     ctx: &HandlerCtx<'_>,
     record: &StoredRecord,
 ) -> Result<Handled, HandlerError> {
-    let json: serde_json::Value = serde_json::from_slice(&record.value)
-        .map_err(|e| HandlerError::Permanent(format!("retell body does not parse: {e}")))?;
-    let body = Body::deserialize(&json)
-        .map_err(|e| HandlerError::Permanent(format!("retell body does not parse: {e}")))?;
-    let Some(version) = retell_version(&body.event) else {
-        return Ok(Handled {
-            note: Some(format!(
-                "retell event {:?} is stored but not acted on",
-                body.event
-            )),
-        });
+    let unreadable =
+        |e: String| HandlerError::Permanent(format!("retell body does not parse: {e}"));
+    let json: serde_json::Value =
+        serde_json::from_slice(&record.value).map_err(|e| unreadable(e.to_string()))?;
+    let (event, version, call) = match read_event(&json).map_err(unreadable)? {
+        RetellEvent::Ignored { event } => {
+            return Ok(Handled {
+                note: Some(format!("retell event {event} is stored but not acted on")),
+            })
+        }
+        RetellEvent::Call {
+            event,
+            version,
+            call,
+        } => (event, version, *call),
     };
-    let call = body.call;
     let from_number =
         normalize_optional("call.from_number", call.from_number.as_deref(), ctx, record);
     let to_number = normalize_optional("call.to_number", call.to_number.as_deref(), ctx, record);
@@ -82,13 +122,13 @@ pub(super) async fn handle(
         to_number,
         status: call
             .call_status
-            .unwrap_or_else(|| status_for(&body.event).into()),
+            .unwrap_or_else(|| status_for(&event).into()),
         start_at: call.start_timestamp.and_then(ms_to_utc),
         end_at: call.end_timestamp.and_then(ms_to_utc),
         duration_ms: call.duration_ms,
         disconnection_reason: call.disconnection_reason,
         summary: call.call_analysis.and_then(|a| a.call_summary),
-        last_event: body.event,
+        last_event: event,
         version,
         updated_at: ctx.clock.now(),
     };

@@ -128,5 +128,8 @@ fn an_anchor_at_chronos_limit_is_an_error_not_a_panic() {
     let zone: Tz = "Pacific/Kiritimati".parse().unwrap();
     let error = extract(&call, DateTime::<Utc>::MAX_UTC, zone).unwrap_err();
     assert_eq!(error.field, "start_timestamp");
-    assert!(error.problem.contains("outside the supported range"), "{error}");
+    assert!(
+        error.problem.contains("outside the supported range"),
+        "{error}"
+    );
 }

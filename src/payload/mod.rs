@@ -8,19 +8,22 @@
 use std::sync::LazyLock;
 
 use askpro_actors::dedup::{body_key, calcom_key, retell_key};
+use askpro_actors::handlers::{read_calcom_webhook, read_retell_event};
 use askpro_actors::Provider;
 use jsonschema::Validator;
 use serde_json::Value;
 
 /// Schema of Retell call event webhooks (`{"event", "call": {call_id, ...}}`).
-pub const RETELL_WEBHOOK_SCHEMA: &str = include_str!("../schemas/json/retell_webhook.schema.json");
+pub const RETELL_WEBHOOK_SCHEMA: &str =
+    include_str!("../../schemas/json/retell_webhook.schema.json");
 /// Schema of Retell's synchronous `call_inbound` request.
 pub const RETELL_CALL_INBOUND_SCHEMA: &str =
-    include_str!("../schemas/json/retell_call_inbound.schema.json");
+    include_str!("../../schemas/json/retell_call_inbound.schema.json");
 /// Schema of Cal.com webhooks (default payload template).
-pub const CALCOM_WEBHOOK_SCHEMA: &str = include_str!("../schemas/json/calcom_webhook.schema.json");
+pub const CALCOM_WEBHOOK_SCHEMA: &str =
+    include_str!("../../schemas/json/calcom_webhook.schema.json");
 /// Schema of our log record (raw body + `askpro-*` headers).
-pub const LOG_RECORD_SCHEMA: &str = include_str!("../schemas/json/log_record.schema.json");
+pub const LOG_RECORD_SCHEMA: &str = include_str!("../../schemas/json/log_record.schema.json");
 
 /// At most this many schema errors are reported (the first ones are the useful ones).
 const MAX_SCHEMA_ERRORS: usize = 20;
@@ -49,6 +52,13 @@ pub enum PayloadError {
         schema: &'static str,
         /// One entry per violation: `<JSON pointer>: <message>`.
         errors: Vec<String>,
+    },
+    /// The schema admits it, but the worker's own reader refuses it. The agreement tests
+    /// keep this rare; checking at the door means the sender hears of it, not a ledger row.
+    #[error("body matches {schema} but cannot be processed: {reason}")]
+    Unreadable {
+        schema: &'static str,
+        reason: String,
     },
 }
 
@@ -163,7 +173,9 @@ impl RetellEvent {
 /// Parses and validates a Retell call event webhook (`call_started`, `call_ended`, ...).
 pub fn inspect_retell(body: &[u8]) -> Result<RetellEvent, PayloadError> {
     let value = parse(body)?;
-    check(&RETELL_WEBHOOK, "retell_webhook.schema.json", &value)?;
+    let schema = "retell_webhook.schema.json";
+    check(&RETELL_WEBHOOK, schema, &value)?;
+    read_retell_event(&value).map_err(|reason| PayloadError::Unreadable { schema, reason })?;
     Ok(RetellEvent {
         event: str_at(&value, "/event").unwrap_or_default(),
         call_id: str_at(&value, "/call/call_id").unwrap_or_default(),
@@ -217,7 +229,9 @@ impl CalcomEvent {
 /// Parses and validates a Cal.com webhook.
 pub fn inspect_calcom(body: &[u8]) -> Result<CalcomEvent, PayloadError> {
     let value = parse(body)?;
-    check(&CALCOM_WEBHOOK, "calcom_webhook.schema.json", &value)?;
+    let schema = "calcom_webhook.schema.json";
+    check(&CALCOM_WEBHOOK, schema, &value)?;
+    read_calcom_webhook(&value).map_err(|reason| PayloadError::Unreadable { schema, reason })?;
     let non_empty = |s: Option<String>| s.filter(|s| !s.is_empty());
     Ok(CalcomEvent {
         trigger_event: str_at(&value, "/triggerEvent").unwrap_or_default(),
@@ -231,6 +245,9 @@ pub fn inspect_calcom(body: &[u8]) -> Result<CalcomEvent, PayloadError> {
 pub fn validate_log_record(record: &Value) -> Result<(), PayloadError> {
     check(&LOG_RECORD, "log_record.schema.json", record)
 }
+
+#[cfg(test)]
+mod agreement;
 
 #[cfg(test)]
 mod tests {
