@@ -36,7 +36,7 @@ pub enum IngressError {
          bodies in flight (ingress.max_pending_bytes)"
     )]
     OverBudget { wanted: usize, budget: usize },
-    #[error("log did not confirm durability within {0:?}")]
+    #[error("log did not confirm durability within {} ms", .0.as_millis())]
     Timeout(Duration),
     #[error("log append failed: {0}")]
     Log(String),
