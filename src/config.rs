@@ -436,6 +436,29 @@ mod tests {
     }
 
     #[test]
+    fn connection_and_byte_bounds_are_validated_by_name() {
+        let defaults: Config = Figment::from(Toml::string(DEFAULTS)).extract().unwrap();
+        let cases: [(&str, fn(&mut Config)); 4] = [
+            ("server.header_read_timeout_ms", |c| {
+                c.server.header_read_timeout_ms = 0
+            }),
+            ("server.max_connections", |c| c.server.max_connections = 0),
+            ("ingress.max_pending_bytes", |c| {
+                c.ingress.max_pending_bytes = c.server.body_limit_bytes - 1
+            }),
+            ("ingress.max_pending_bytes", |c| {
+                c.ingress.max_pending_bytes = (1 << 40) + 1
+            }),
+        ];
+        for (key, break_it) in cases {
+            let mut config = defaults.clone();
+            break_it(&mut config);
+            let err = config.validate().unwrap_err().to_string();
+            assert!(err.contains(key), "{key}: {err}");
+        }
+    }
+
+    #[test]
     fn unknown_key_is_refused_with_its_name() {
         let err = Figment::from(Toml::string(DEFAULTS))
             .merge(Toml::string("[server]\nlisten_addr = \"x\""))
