@@ -438,7 +438,8 @@ mod tests {
     #[test]
     fn connection_and_byte_bounds_are_validated_by_name() {
         let defaults: Config = Figment::from(Toml::string(DEFAULTS)).extract().unwrap();
-        let cases: [(&str, fn(&mut Config)); 4] = [
+        type Break = fn(&mut Config);
+        let cases: [(&str, Break); 4] = [
             ("server.header_read_timeout_ms", |c| {
                 c.server.header_read_timeout_ms = 0
             }),
