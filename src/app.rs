@@ -7,12 +7,11 @@
 //!    `pipeline.drain_timeout_ms`), offsets are committed;
 //! 4. stop the worker group.
 
-use std::future::IntoFuture;
 use std::sync::Arc;
 use std::time::Duration;
 
 use askpro_actors::group::{GroupArgs, GroupMsg, WorkerGroup};
-use askpro_actors::ingress::{IngressActor, IngressArgs, IngressHandle};
+use askpro_actors::ingress::{IngressActor, IngressArgs, IngressHandle, IngressLimits};
 use askpro_actors::metrics::PipelineMetrics;
 use askpro_actors::pipeline::{FaultHook, Pipeline};
 use askpro_actors::{Clock, EventLog, StateStore, SystemClock};
@@ -24,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Config, ConfigError, LogBackend, StoreBackend};
 use crate::cql::{CqlError, CqlStore};
 use crate::embedded::{EmbeddedLog, EmbeddedStore};
-use crate::http::{self, AppState, HttpMetrics};
+use crate::http::{self, AppState, HttpMetrics, ServeSettings};
 use crate::kafka::{KafkaBackend, KafkaWorker};
 use crate::worker;
 
@@ -294,16 +293,15 @@ pub async fn run(
     }
     let addr = listener.local_addr().map_err(AppError::Serve)?;
     tracing::info!(%addr, ?role, data_dir = %config.data.dir.display(), partitions = log.partitions(), "askpro listening");
-    let token = shutdown.clone();
-    let serve = axum::serve(listener, http::router(state))
-        .with_graceful_shutdown(async move { token.cancelled().await });
-    // Every request is bounded by server.request_timeout_ms, and hyper closes connections
-    // still reading headers when the drain starts. The deadline is defense in depth against
-    // anything else holding a connection: past it we stop waiting, and the connection tasks
-    // end with the process.
+    let settings = ServeSettings::from_config(&config.server);
+    let serve = http::serve(listener, http::router(state), settings, shutdown.clone());
+    // Every request is bounded by server.request_timeout_ms, a wait for request headers by
+    // server.header_read_timeout_ms, and idle connections close when the drain starts. The
+    // deadline is defense in depth against anything else holding a connection: past it we
+    // stop waiting, and the connection tasks end with the process.
     let grace = Duration::from_millis(config.server.request_timeout_ms) + Duration::from_secs(2);
     let served = tokio::select! {
-        served = serve.into_future() => served,
+        served = serve => served,
         () = async { shutdown.cancelled().await; tokio::time::sleep(grace).await } => {
             tracing::warn!(grace_ms = grace.as_millis() as u64, "http connections still open; no longer waiting for them");
             Ok(())
@@ -359,12 +357,12 @@ async fn spawn_ingress(
             name: "ingress",
             source,
         })?;
-    let timeout = Duration::from_millis(config.ingress.durability_timeout_ms);
-    Ok(IngressHandle::new(
-        actor,
-        config.ingress.max_pending,
-        timeout,
-    ))
+    let limits = IngressLimits {
+        max_pending: config.ingress.max_pending,
+        max_pending_bytes: config.ingress.max_pending_bytes,
+        timeout: Duration::from_millis(config.ingress.durability_timeout_ms),
+    };
+    Ok(IngressHandle::new(actor, limits))
 }
 
 async fn spawn_workers(

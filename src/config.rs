@@ -56,6 +56,9 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     pub body_limit_bytes: usize,
     pub request_timeout_ms: u64,
+    pub header_read_timeout_ms: u64,
+    pub keep_alive: bool,
+    pub max_connections: usize,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -85,6 +88,7 @@ pub struct IngressConfig {
     pub max_batch: usize,
     pub max_inflight_batches: usize,
     pub max_pending: usize,
+    pub max_pending_bytes: usize,
     pub durability_timeout_ms: u64,
     pub signature_tolerance_secs: u64,
     pub dedup_check: bool,
@@ -218,6 +222,7 @@ impl Config {
                 ),
             );
         }
+        self.validate_connections()?;
         let positive: [(&'static str, u64); 8] = [
             ("ingress.max_batch", self.ingress.max_batch as u64),
             ("ingress.max_pending", self.ingress.max_pending as u64),
@@ -309,6 +314,41 @@ impl Config {
         Ok(())
     }
 
+    /// Connection and memory bounds of the HTTP ingress.
+    fn validate_connections(&self) -> Result<(), ConfigError> {
+        let (server, ingress) = (&self.server, &self.ingress);
+        let invalid = |key, problem: String| Err(ConfigError::Invalid { key, problem });
+        if !(100..=600_000).contains(&server.header_read_timeout_ms) {
+            return invalid(
+                "server.header_read_timeout_ms",
+                format!(
+                    "must be 100..=600000, got {}",
+                    server.header_read_timeout_ms
+                ),
+            );
+        }
+        if !(1..=100_000).contains(&server.max_connections) {
+            return invalid(
+                "server.max_connections",
+                format!("must be 1..=100000, got {}", server.max_connections),
+            );
+        }
+        // Budget permits are counted in a tokio semaphore (at most usize::MAX >> 3); 1 TiB
+        // is far beyond any real budget and keeps the check platform independent.
+        let bytes = ingress.max_pending_bytes;
+        if bytes < server.body_limit_bytes || bytes > 1 << 40 {
+            return invalid(
+                "ingress.max_pending_bytes",
+                format!(
+                    "({bytes}) must be at least server.body_limit_bytes ({}), so one full-size \
+                     webhook fits, and at most 1 TiB",
+                    server.body_limit_bytes
+                ),
+            );
+        }
+        Ok(())
+    }
+
     fn validate_inbound(&self) -> Result<(), ConfigError> {
         let inbound = &self.inbound;
         let invalid = |key, problem: String| Err(ConfigError::Invalid { key, problem });
@@ -393,6 +433,30 @@ mod tests {
         config.log.partitions = 0;
         let err = config.validate().unwrap_err().to_string();
         assert!(err.contains("log.partitions"), "{err}");
+    }
+
+    #[test]
+    fn connection_and_byte_bounds_are_validated_by_name() {
+        let defaults: Config = Figment::from(Toml::string(DEFAULTS)).extract().unwrap();
+        type Break = fn(&mut Config);
+        let cases: [(&str, Break); 4] = [
+            ("server.header_read_timeout_ms", |c| {
+                c.server.header_read_timeout_ms = 0
+            }),
+            ("server.max_connections", |c| c.server.max_connections = 0),
+            ("ingress.max_pending_bytes", |c| {
+                c.ingress.max_pending_bytes = c.server.body_limit_bytes - 1
+            }),
+            ("ingress.max_pending_bytes", |c| {
+                c.ingress.max_pending_bytes = (1 << 40) + 1
+            }),
+        ];
+        for (key, break_it) in cases {
+            let mut config = defaults.clone();
+            break_it(&mut config);
+            let err = config.validate().unwrap_err().to_string();
+            assert!(err.contains(key), "{key}: {err}");
+        }
     }
 
     #[test]

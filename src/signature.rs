@@ -46,6 +46,11 @@ const CALCOM_FORMAT: &str = "<64 hex> (HMAC-SHA256 of the raw body) or no-secret
 pub enum SignatureError {
     #[error("signature header {header} is missing")]
     MissingHeader { header: &'static str },
+    #[error(
+        "signature header {header} is present but unreadable: it contains characters that are \
+         not visible ASCII"
+    )]
+    NotAscii { header: &'static str },
     #[error("signature header {header} is malformed ({problem}); expected {expected}")]
     Malformed {
         header: &'static str,
@@ -68,11 +73,9 @@ pub enum SignatureError {
         "no {provider} webhook secret is configured for this tenant, so nothing can be verified"
     )]
     NoSecret { provider: &'static str },
-    #[error("{provider} signature does not match any of the {tried} active secret(s)")]
-    Mismatch {
-        provider: &'static str,
-        tried: usize,
-    },
+    // Says nothing about how many secrets are active: that is the tenant's business.
+    #[error("{provider} signature does not match the active secret")]
+    Mismatch { provider: &'static str },
     #[error(
         "Cal.com sent {CALCOM_HEADER}: {CALCOM_NO_SECRET} (the webhook has no secret) and this \
          tenant does not allow unsigned webhooks; set a secret on the Cal.com webhook"
@@ -100,6 +103,22 @@ fn malformed(
         header,
         problem: problem.into(),
         expected,
+    }
+}
+
+/// The text of signature header `header` from its raw bytes: `None` when absent, refused
+/// (not reported as missing) when it holds anything but visible ASCII, spaces and tabs.
+pub fn header_text<'a>(
+    header: &'static str,
+    raw: Option<&'a [u8]>,
+) -> Result<Option<&'a str>, SignatureError> {
+    let Some(raw) = raw else { return Ok(None) };
+    let readable = raw
+        .iter()
+        .all(|&b| b == b'\t' || (b' '..=b'~').contains(&b));
+    match std::str::from_utf8(raw) {
+        Ok(text) if readable => Ok(Some(text)),
+        _ => Err(SignatureError::NotAscii { header }),
     }
 }
 
@@ -163,10 +182,9 @@ fn match_secret(
             found = Some(secret.id);
         }
     }
-    found.map(str::to_owned).ok_or(SignatureError::Mismatch {
-        provider,
-        tried: secrets.len(),
-    })
+    found
+        .map(str::to_owned)
+        .ok_or(SignatureError::Mismatch { provider })
 }
 
 fn hmac_parts(secret: &str, parts: &[&[u8]]) -> [u8; 32] {
@@ -285,11 +303,13 @@ mod tests {
     fn retell_wrong_key_and_tampered_body() {
         let header = sign_retell("some_other_key", BODY, NOW);
         let err = retell(&header, BODY, &[K1, K2]).unwrap_err();
+        assert!(matches!(err, SignatureError::Mismatch { .. }), "{err}");
+        // The refusal must not tell a caller how many secrets the tenant has active.
+        let message = err.to_string();
         assert!(
-            matches!(err, SignatureError::Mismatch { tried: 2, .. }),
-            "{err}"
+            !message.contains('2') && !message.contains("secrets"),
+            "{message}"
         );
-        assert!(err.to_string().contains("2 active secret"), "{err}");
 
         let header = sign_retell(K1.value, BODY, NOW);
         let tampered = br#"{"event":"call_ended","call":{"call_id":"call_2"}}"#;
@@ -399,5 +419,25 @@ mod tests {
         assert!(matches!(err, SignatureError::Malformed { .. }), "{err}");
         let err = verify_calcom(Some(&sig), body, &[], true).unwrap_err();
         assert!(matches!(err, SignatureError::NoSecret { .. }), "{err}");
+    }
+
+    #[test]
+    fn header_text_tells_absent_from_unreadable() {
+        assert_eq!(header_text(RETELL_HEADER, None).unwrap(), None);
+        let plain = b"v=1, d=ab\tcd";
+        assert_eq!(
+            header_text(RETELL_HEADER, Some(plain)).unwrap(),
+            Some("v=1, d=ab\tcd")
+        );
+        for raw in ["v=1,d=\u{e4}".as_bytes(), b"v=1\x7f", b"\xff\xfe"] {
+            let err = header_text(RETELL_HEADER, Some(raw)).unwrap_err();
+            assert!(matches!(err, SignatureError::NotAscii { .. }), "{err:?}");
+            let message = err.to_string();
+            assert!(
+                message.contains("present") && message.contains("not visible ASCII"),
+                "{message}"
+            );
+            assert!(!message.contains("missing"), "{message}");
+        }
     }
 }

@@ -7,7 +7,11 @@
 //!
 //! The mailbox of a ractor actor is unbounded, so [`IngressHandle`] bounds it with a
 //! semaphore: when `max_pending` records wait, callers get [`IngressError::Overloaded`]
-//! (HTTP 503, and the provider retries) instead of memory growing.
+//! (HTTP 503, and the provider retries) instead of memory growing. Counting records is not
+//! enough when bodies are large, so the handle also keeps a byte budget: the HTTP side
+//! reserves a body's size before reading it ([`IngressHandle::reserve`]) and holds the
+//! reservation until the append is answered; past the budget it gets
+//! [`IngressError::OverBudget`].
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -27,7 +31,12 @@ use crate::record::LogRecord;
 pub enum IngressError {
     #[error("ingress overloaded: {pending} webhooks already waiting for the log")]
     Overloaded { pending: usize },
-    #[error("log did not confirm durability within {0:?}")]
+    #[error(
+        "ingress overloaded: {wanted} more bytes do not fit the {budget} bytes of webhook \
+         bodies in flight (ingress.max_pending_bytes)"
+    )]
+    OverBudget { wanted: usize, budget: usize },
+    #[error("log did not confirm durability within {} ms", .0.as_millis())]
     Timeout(Duration),
     #[error("log append failed: {0}")]
     Log(String),
@@ -140,23 +149,64 @@ fn answer(result: Result<Vec<LogPosition>, String>, replies: Vec<Reply>) {
     }
 }
 
-/// The HTTP side's handle: bounded, with a durability timeout.
+/// The HTTP side's handle: bounded in records and in bytes, with a durability timeout.
 #[derive(Clone)]
 pub struct IngressHandle {
     actor: ActorRef<IngressMsg>,
     permits: Arc<Semaphore>,
     max_pending: usize,
+    bytes: Arc<Semaphore>,
+    max_pending_bytes: usize,
     timeout: Duration,
 }
 
+/// Bytes of the budget held for one webhook body; they return to it when this is dropped.
+#[derive(Debug)]
+pub struct BytesReservation {
+    _permit: OwnedSemaphorePermit,
+}
+
+/// The bounds of an [`IngressHandle`].
+#[derive(Clone, Copy, Debug)]
+pub struct IngressLimits {
+    /// Records waiting for durability at once.
+    pub max_pending: usize,
+    /// Bytes of bodies reserved at once (at most `Semaphore::MAX_PERMITS`).
+    pub max_pending_bytes: usize,
+    /// How long a record may wait for durability.
+    pub timeout: Duration,
+}
+
 impl IngressHandle {
-    pub fn new(actor: ActorRef<IngressMsg>, max_pending: usize, timeout: Duration) -> Self {
+    pub fn new(actor: ActorRef<IngressMsg>, limits: IngressLimits) -> Self {
+        let max_pending_bytes = limits.max_pending_bytes.min(Semaphore::MAX_PERMITS);
         Self {
             actor,
-            permits: Arc::new(Semaphore::new(max_pending)),
-            max_pending,
-            timeout,
+            permits: Arc::new(Semaphore::new(limits.max_pending)),
+            max_pending: limits.max_pending,
+            bytes: Arc::new(Semaphore::new(max_pending_bytes)),
+            max_pending_bytes,
+            timeout: limits.timeout,
         }
+    }
+
+    /// Reserves `bytes` of the byte budget without waiting: a caller that does not fit is
+    /// refused (HTTP 503) rather than queued, so memory stays bounded by the budget.
+    pub fn reserve(&self, bytes: usize) -> Result<BytesReservation, IngressError> {
+        let over = || IngressError::OverBudget {
+            wanted: bytes,
+            budget: self.max_pending_bytes,
+        };
+        let wanted = u32::try_from(bytes).map_err(|_| over())?;
+        let permit = Arc::clone(&self.bytes)
+            .try_acquire_many_owned(wanted)
+            .map_err(|_| over())?;
+        Ok(BytesReservation { _permit: permit })
+    }
+
+    /// Bytes currently reserved (for `/metrics`).
+    pub fn pending_bytes(&self) -> usize {
+        self.max_pending_bytes - self.bytes.available_permits()
     }
 
     /// Appends one record and returns once it is durable.
@@ -203,6 +253,14 @@ mod tests {
     }
 
     type Answer = oneshot::Receiver<Result<LogPosition, IngressError>>;
+
+    fn limits(max_pending: usize, max_pending_bytes: usize) -> IngressLimits {
+        IngressLimits {
+            max_pending,
+            max_pending_bytes,
+            timeout: Duration::from_secs(60),
+        }
+    }
 
     fn send(actor: &ActorRef<IngressMsg>, record: LogRecord) -> Answer {
         let (tx, rx) = oneshot::channel();
@@ -322,7 +380,7 @@ mod tests {
         let log = Arc::new(MemLog::new(1));
         log.hold_appends();
         let ingress = start(&log, 64).await;
-        let handle = IngressHandle::new(ingress, 2, Duration::from_secs(60));
+        let handle = IngressHandle::new(ingress, limits(2, 1 << 20));
         let company = CompanyId::new();
 
         let mut a = Box::pin(handle.append(call_ended(company, "call_a")));
@@ -346,5 +404,29 @@ mod tests {
             3,
             "the refused record was not appended"
         );
+    }
+
+    #[tokio::test]
+    async fn byte_reservations_over_the_budget_are_refused_until_bytes_come_back() {
+        let log = Arc::new(MemLog::new(1));
+        let handle = IngressHandle::new(start(&log, 64).await, limits(8, 1000));
+        let first = handle.reserve(600).unwrap();
+        assert_eq!(handle.pending_bytes(), 600);
+        match handle.reserve(401) {
+            Err(IngressError::OverBudget { wanted, budget }) => {
+                assert_eq!((wanted, budget), (401, 1000))
+            }
+            other => panic!("expected OverBudget, got {other:?}"),
+        }
+        let second = handle.reserve(400).unwrap();
+        assert_eq!(handle.pending_bytes(), 1000);
+        assert!(handle.reserve(1).is_err(), "the budget is used up");
+        drop(first);
+        assert_eq!(handle.pending_bytes(), 400);
+        handle.reserve(600).unwrap();
+        drop(second);
+        // More than the whole budget can never fit; it is refused, not queued for ever.
+        assert!(handle.reserve(1001).is_err());
+        assert!(handle.reserve(usize::MAX).is_err());
     }
 }

@@ -63,7 +63,18 @@ pub fn received_row(record: &StoredRecord, now: DateTime<Utc>) -> EventRow {
         offset: record.offset,
         received_at: meta.received_at,
         updated_at: now,
-        payload: record.value.clone(),
+        payload: ledger_payload(record),
+    }
+}
+
+/// The body the ledger row keeps. A `rejected` body is never replayed (it failed the schema),
+/// so the log holds its only copy and the row points at it by partition and offset:
+/// authentic senders cannot make us store each bad body twice. Other bodies are kept, because
+/// `askpro events replay` runs them again from the ledger after the log has dropped them.
+fn ledger_payload(record: &StoredRecord) -> bytes::Bytes {
+    match record.meta.disposition {
+        Disposition::Rejected(_) => bytes::Bytes::new(),
+        _ => record.value.clone(),
     }
 }
 
@@ -578,6 +589,18 @@ mod tests {
             (row.status, row.error.as_deref()),
             (EventStatus::Unrouted, Some("no branch for +4930"))
         );
+        // A rejected body lives in the log only; the row points at it (partition, offset).
+        // Other dispositions keep their copy.
+        let kept = f.row(&rejected);
+        assert!(
+            kept.payload.is_empty(),
+            "rejected body copied into the ledger"
+        );
+        assert_eq!(
+            (kept.partition, kept.offset),
+            (rejected.partition, rejected.offset)
+        );
+        assert_eq!(row.payload, unrouted.value);
         assert_eq!(f.store.calls_of("dedup_claim"), 0);
         assert_eq!(f.store.calls_of("upsert_call"), 0);
     }

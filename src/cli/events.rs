@@ -1,13 +1,16 @@
 //! `askpro events list|show|replay`: the event ledger.
 
+use std::time::Duration;
+
 use anyhow::{bail, Result};
 use askpro_actors::domain::{EventRow, EventStatus};
-use askpro_actors::{CompanyId, EventId, StateStore};
+use askpro_actors::{CompanyId, EventId, EventLog, StateStore};
 use clap::Subcommand;
 use serde_json::{json, Value};
 
 use super::output::emit;
-use crate::config::Config;
+use crate::config::{Config, LogBackend};
+use crate::embedded::EmbeddedLog;
 
 #[derive(Subcommand, Debug)]
 pub enum EventsCmd {
@@ -114,11 +117,45 @@ pub async fn run(config: &Config, cmd: EventsCmd) -> Result<()> {
                 bail!("no event {id}");
             };
             let mut shown = summary(&row);
-            shown["payload"] = json!(String::from_utf8_lossy(&row.payload));
+            shown["payload"] = match logged_body(config, &row).await? {
+                Some(body) => json!(String::from_utf8_lossy(&body)),
+                None => json!(String::from_utf8_lossy(&row.payload)),
+            };
             emit(json, &shown, |v| {
                 serde_json::to_string_pretty(v).unwrap_or_default()
             })
         }
+    }
+}
+
+/// The body of a `rejected` event, which only the log keeps (the ledger row points at it):
+/// read from the embedded log at the row's position. `None` for other events, whose row holds
+/// the body. Fails when the log no longer has it (retention) or is Kafka, which the CLI does
+/// not consume (read the topic at the partition and offset shown instead).
+async fn logged_body(config: &Config, row: &EventRow) -> Result<Option<bytes::Bytes>> {
+    if row.status != EventStatus::Rejected || !row.payload.is_empty() {
+        return Ok(None);
+    }
+    let (partition, offset) = (row.partition, row.offset);
+    if config.log.backend != LogBackend::Embedded {
+        bail!(
+            "the body of rejected event {} is kept only in the log: topic {} partition \
+             {partition} offset {offset}",
+            row.id,
+            config.kafka.topic
+        );
+    }
+    let log = EmbeddedLog::open(&config.data.dir, config.log.partitions)?;
+    let records = log.fetch(partition, offset, 1, Duration::ZERO).await?;
+    match records.into_iter().next() {
+        Some(record) if record.offset == offset && record.meta.event_id == row.id => {
+            Ok(Some(record.value))
+        }
+        _ => bail!(
+            "the body of rejected event {} was kept only in the log (partition {partition} \
+             offset {offset}), which no longer has it (log.retention_hours)",
+            row.id
+        ),
     }
 }
 

@@ -24,7 +24,7 @@ pub enum CqlError {
     #[error("invalid CQL setting: {0}")]
     Setting(String),
     /// No session could be opened.
-    #[error("cannot connect to the CQL cluster at {contact_points:?}")]
+    #[error("cannot connect to the CQL cluster at {}", contact_points.join(", "))]
     Connect {
         contact_points: Vec<String>,
         #[source]
@@ -112,10 +112,16 @@ pub enum CqlError {
     #[error("keyspace is at schema version {found}, newer than this binary's {known}")]
     SchemaTooNew { found: u32, known: u32 },
     /// The keyspace lacks migrations this binary needs.
-    #[error("keyspace is missing schema migrations {missing:?}: run `askpro migrate`")]
+    #[error(
+        "keyspace is missing schema migrations {}: run `askpro migrate`",
+        missing.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")
+    )]
     SchemaBehind { missing: Vec<u32> },
     /// Another migrator holds the schema lock.
-    #[error("schema lock held by {holder} for over {waited:?} (a migrator still running?)")]
+    #[error(
+        "schema lock held by {holder} for over {} s (a migrator still running?)",
+        waited.as_secs()
+    )]
     LockTimeout { holder: String, waited: Duration },
 }
 

@@ -261,7 +261,8 @@ async fn lock(session: &Session, holder: Uuid) -> Result<(), CqlError> {
         let other = row
             .as_ref()
             .and_then(|r| r.columns.get(2))
-            .map_or_else(|| "another migrator".to_owned(), |v| format!("{v:?}"));
+            .and_then(|v| v.as_ref()?.as_text().cloned())
+            .unwrap_or_else(|| "another migrator".to_owned());
         if started.elapsed() >= LOCK_WAIT {
             return Err(CqlError::LockTimeout {
                 holder: other,

@@ -340,13 +340,11 @@ fn verify(
     body: &[u8],
     secrets: &[SecretRef<'_>],
 ) -> Result<String, ApiError> {
-    let header = headers
-        .get(signature::RETELL_HEADER)
-        .and_then(|v| v.to_str().ok());
+    let header = super::webhooks::signature_header(headers, signature::RETELL_HEADER)?;
     let now_ms = app.clock.now().timestamp_millis();
     let tolerance_ms = app.config.ingress.signature_tolerance_secs as i64 * 1000;
     signature::verify_retell(header, body, secrets, now_ms, tolerance_ms)
-        .map_err(|e| ApiError::new(StatusCode::UNAUTHORIZED, "bad_signature", e.to_string()))
+        .map_err(|e| super::webhooks::unauthorized(e.to_string()))
 }
 
 fn no_secret(message: String) -> ApiError {

@@ -1,8 +1,10 @@
 //! The HTTP surface: webhook ingress, health and metrics.
 
+mod admission;
 mod error;
 mod inbound;
 mod ops;
+mod serve;
 mod tenants;
 mod webhooks;
 
@@ -24,6 +26,7 @@ use ractor::ActorRef;
 pub use error::ApiError;
 pub use inbound::InboundMetrics;
 pub use ops::HttpMetrics;
+pub use serve::{serve, ServeSettings};
 use tenants::{TenantAuth, TenantCache};
 
 use crate::app::Backends;
@@ -127,31 +130,40 @@ async fn request_timeout(State(limit): State<Duration>, request: Request, next: 
 }
 
 /// The router: webhooks only where an ingress runs; health and metrics everywhere. The body
-/// limit applies before any handler reads the body.
+/// limit and the byte budget apply before any handler reads the body. Every error answer,
+/// unknown paths and axum's own rejections included, is our JSON.
 pub fn router(state: Arc<AppState>) -> Router {
     let limit = state.config.server.body_limit_bytes;
     let ops = Router::new()
         .route("/health", get(ops::health))
         .route("/metrics", get(ops::metrics));
     let timeout = Duration::from_millis(state.config.server.request_timeout_ms);
-    if state.ingress.is_none() {
-        return ops.with_state(state);
-    }
-    Router::new()
-        .route("/webhooks/retell", post(webhooks::retell_account))
-        // A static segment wins over the `{company_id}` capture below (matchit), whatever the
-        // registration order; tests/it/inbound.rs checks both routes.
-        .route("/webhooks/retell/inbound", post(inbound::retell_inbound))
-        .route(
-            "/webhooks/retell/{company_id}",
-            post(webhooks::retell_for_company),
-        )
-        .route(
-            "/webhooks/calcom/{company_id}",
-            post(webhooks::calcom_for_company),
-        )
-        .layer(DefaultBodyLimit::max(limit))
-        .merge(ops)
+    let routes = match state.ingress {
+        None => ops,
+        Some(_) => Router::new()
+            .route("/webhooks/retell", post(webhooks::retell_account))
+            // A static segment wins over the `{company_id}` capture below (matchit), whatever
+            // the registration order; tests/it/inbound.rs checks both routes.
+            .route("/webhooks/retell/inbound", post(inbound::retell_inbound))
+            .route(
+                "/webhooks/retell/{company_id}",
+                post(webhooks::retell_for_company),
+            )
+            .route(
+                "/webhooks/calcom/{company_id}",
+                post(webhooks::calcom_for_company),
+            )
+            .layer(DefaultBodyLimit::max(limit))
+            .route_layer(middleware::from_fn_with_state(
+                Arc::clone(&state),
+                admission::admit_body,
+            ))
+            .merge(ops),
+    };
+    routes
+        .fallback(error::not_found)
+        .method_not_allowed_fallback(error::method_not_allowed)
         .layer(middleware::from_fn_with_state(timeout, request_timeout))
+        .layer(middleware::from_fn(error::json_errors))
         .with_state(state)
 }

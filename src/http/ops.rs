@@ -10,7 +10,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
 };
 use serde_json::{json, Value};
 
@@ -21,6 +21,8 @@ use super::AppState;
 pub struct HttpMetrics {
     pub webhook_total: IntCounterVec,
     pub ingress_seconds: HistogramVec,
+    /// Bytes of webhook bodies holding the ingress's byte budget, read at scrape time.
+    pub ingress_pending_bytes: IntGauge,
     pub inbound: super::InboundMetrics,
 }
 
@@ -44,9 +46,14 @@ impl HttpMetrics {
                 ]),
                 &["provider"],
             )?,
+            ingress_pending_bytes: IntGauge::new(
+                "askproai_ingress_pending_bytes",
+                "bytes of webhook bodies in flight (reserved from ingress.max_pending_bytes)",
+            )?,
             inbound: super::InboundMetrics::register(registry)?,
         };
         registry.register(Box::new(m.webhook_total.clone()))?;
+        registry.register(Box::new(m.ingress_pending_bytes.clone()))?;
         registry.register(Box::new(m.ingress_seconds.clone()))?;
         Ok(m)
     }
@@ -54,6 +61,10 @@ impl HttpMetrics {
 
 /// `GET /metrics`.
 pub async fn metrics(State(app): State<Arc<AppState>>) -> Response {
+    if let Some(ingress) = &app.ingress {
+        let pending = i64::try_from(ingress.pending_bytes()).unwrap_or(i64::MAX);
+        app.metrics.ingress_pending_bytes.set(pending);
+    }
     let mut buffer = Vec::new();
     let encoder = TextEncoder::new();
     if let Err(e) = encoder.encode(&app.registry.gather(), &mut buffer) {

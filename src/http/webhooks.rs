@@ -188,9 +188,7 @@ async fn calcom_inner(
     let body = limited(body, app)?;
     let auth = app.tenant(company).await?;
     let secrets = secret_refs(&auth.calcom);
-    let header = headers
-        .get("x-cal-signature-256")
-        .and_then(|v| v.to_str().ok());
+    let header = signature_header(headers, signature::CALCOM_HEADER)?;
     let secret_id =
         signature::verify_calcom(header, &body, &secrets, auth.company.allow_unsigned_calcom)
             .map_err(|e| unauthorized(e.to_string()))?
@@ -243,16 +241,24 @@ fn verify_retell(
     body: &[u8],
     secrets: &[SecretRef<'_>],
 ) -> Result<String, ApiError> {
-    let header = headers
-        .get("x-retell-signature")
-        .and_then(|v| v.to_str().ok());
+    let header = signature_header(headers, signature::RETELL_HEADER)?;
     let now_ms = app.clock.now().timestamp_millis();
     let tolerance_ms = app.config.ingress.signature_tolerance_secs as i64 * 1000;
     signature::verify_retell(header, body, secrets, now_ms, tolerance_ms)
         .map_err(|e| unauthorized(e.to_string()))
 }
 
-fn unauthorized(message: String) -> ApiError {
+/// A signature header's text; one that is present but not ASCII is refused as such (401), not
+/// reported as missing.
+pub(super) fn signature_header<'a>(
+    headers: &'a HeaderMap,
+    name: &'static str,
+) -> Result<Option<&'a str>, ApiError> {
+    let raw = headers.get(name).map(|value| value.as_bytes());
+    signature::header_text(name, raw).map_err(|e| unauthorized(e.to_string()))
+}
+
+pub(super) fn unauthorized(message: String) -> ApiError {
     ApiError::new(StatusCode::UNAUTHORIZED, "bad_signature", message)
 }
 

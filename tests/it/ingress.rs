@@ -1,7 +1,7 @@
 //! The webhook ingress over real HTTP against the service on the embedded backend.
 
 use askpro_actors::domain::EventStatus;
-use askpro_actors::{CompanyId, EventId, Provider};
+use askpro_actors::{CompanyId, EventId, EventLog, Provider};
 
 use crate::harness::*;
 
@@ -219,13 +219,34 @@ async fn oversized_body_is_413_and_malformed_json_is_kept_as_rejected() {
         .await
         .unwrap()
         .unwrap();
+    assert!(kept.error.unwrap().to_lowercase().contains("json"));
+    // The raw body is stored once: in the log, which the ledger row points at.
+    assert!(kept.payload.is_empty(), "the ledger row copies the body");
+    let (_, dir) = server.stop().await;
+    let log = askpro::embedded::EmbeddedLog::open(dir.path(), 4).unwrap();
+    let logged = log
+        .fetch(kept.partition, kept.offset, 1, std::time::Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(logged[0].meta.event_id, event_id);
     assert_eq!(
-        kept.payload.as_ref(),
+        logged[0].value.as_ref(),
         broken.as_bytes(),
         "the raw body is kept"
     );
-    assert!(kept.error.unwrap().to_lowercase().contains("json"));
-    server.stop().await.0.unwrap();
+    // `askpro events show` still shows it, read from the log.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_askpro"))
+        .args(["events", "show", &event_id.to_string(), "--json"])
+        .args(["--data-dir".as_ref(), dir.path().as_os_str()])
+        .current_dir(dir.path())
+        .env_remove("ASKPRO_CONFIG")
+        .env("ASKPRO_LOG__PARTITIONS", "4")
+        .output()
+        .expect("run askpro");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "events show failed: {stderr}");
+    let shown: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(shown["payload"], broken, "{shown}");
 }
 
 #[tokio::test]
