@@ -3,6 +3,7 @@ mod booking;
 mod booking_faults;
 mod calcom;
 mod catalog_cli;
+mod cli_pipe;
 mod cql_wiring;
 mod crash;
 mod harness;
