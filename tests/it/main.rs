@@ -7,6 +7,7 @@ mod cli_pipe;
 mod cql_wiring;
 mod crash;
 mod harness;
+mod health;
 mod inbound;
 mod ingress;
 mod kafka;
