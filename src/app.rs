@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, ConfigError, LogBackend, StoreBackend};
 use crate::cql::{CqlError, CqlStore};
-use crate::embedded::{EmbeddedLog, EmbeddedStore};
+use crate::embedded::{DiskReserve, EmbeddedLog, EmbeddedStore};
 use crate::http::{self, AppState, HttpMetrics, ServeSettings};
 use crate::kafka::{KafkaBackend, KafkaWorker};
 use crate::worker;
@@ -86,6 +86,15 @@ pub struct Backends {
     pub store: Arc<dyn StateStore>,
 }
 
+/// The disk reserve that keeps room for the embedded log (see `embedded::DiskReserve`);
+/// `None` when it is off or the log is not embedded (nothing to keep room for).
+pub fn disk_reserve(config: &Config) -> Option<DiskReserve> {
+    if config.log.backend != LogBackend::Embedded {
+        return None;
+    }
+    DiskReserve::new(&config.data.dir, config.data.disk_reserve_bytes)
+}
+
 /// Opens the configured backends (the producer side only, for the CLI).
 pub async fn open_backends(config: &Config) -> Result<Backends, AppError> {
     Ok(open_all(config, false).await?.0)
@@ -99,11 +108,13 @@ async fn open_all(
     let dir = &config.data.dir;
     let (log, kafka): (Arc<dyn EventLog>, _) = match config.log.backend {
         LogBackend::Embedded => {
-            let log =
-                EmbeddedLog::open(dir, config.log.partitions).map_err(|source| AppError::Log {
+            let reserve = disk_reserve(config);
+            let log = EmbeddedLog::open_reserved(dir, config.log.partitions, reserve).map_err(
+                |source| AppError::Log {
                     dir: dir.display().to_string(),
                     source,
-                })?;
+                },
+            )?;
             (Arc::new(log), None)
         }
         LogBackend::Kafka => {
@@ -126,10 +137,13 @@ pub async fn open_store(config: &Config) -> Result<Arc<dyn StateStore>, AppError
     match config.store.backend {
         StoreBackend::Embedded => {
             let dir = &config.data.dir;
-            let store = EmbeddedStore::open(dir).map_err(|source| AppError::Store {
-                dir: dir.display().to_string(),
-                source,
-            })?;
+            let store =
+                EmbeddedStore::open_reserved(dir, disk_reserve(config)).map_err(|source| {
+                    AppError::Store {
+                        dir: dir.display().to_string(),
+                        source,
+                    }
+                })?;
             Ok(Arc::new(store))
         }
         StoreBackend::Cql => {

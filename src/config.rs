@@ -65,6 +65,7 @@ pub struct ServerConfig {
 #[serde(deny_unknown_fields)]
 pub struct DataConfig {
     pub dir: PathBuf,
+    pub disk_reserve_bytes: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
@@ -211,6 +212,13 @@ impl Config {
                     "must be at most 876000 (100 years; 0 keeps everything), got {}",
                     self.log.retention_hours
                 ),
+            );
+        }
+        let reserve = self.data.disk_reserve_bytes;
+        if reserve != 0 && !(64 * 1024..=64 * 1024 * 1024 * 1024).contains(&reserve) {
+            return invalid(
+                "data.disk_reserve_bytes",
+                format!("must be 0 (off) or between 64 KiB and 64 GiB, got {reserve}"),
             );
         }
         if !(1024..=16 * 1024 * 1024).contains(&self.server.body_limit_bytes) {

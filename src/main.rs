@@ -6,6 +6,8 @@ use std::process::ExitCode;
 async fn main() -> ExitCode {
     match askpro::cli::main().await {
         Ok(()) => ExitCode::SUCCESS,
+        // `askpro ... | head`: the reader stopped reading; nothing failed (see cli::output).
+        Err(error) if askpro::cli::stdout_closed(&error) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error:#}");
             ExitCode::FAILURE

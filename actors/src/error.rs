@@ -11,6 +11,10 @@ pub enum LogError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// The disk under the log is full: nothing was written. Callers answer 503 / retry, and
+    /// `/health` reports it until a write succeeds again. Says no path: it reaches clients.
+    #[error("disk full: {context}")]
+    DiskFull { context: String },
     /// A stored record could not be decoded.
     #[error("corrupt record at partition {partition} offset {offset}")]
     Corrupt {

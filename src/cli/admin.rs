@@ -316,9 +316,8 @@ pub async fn loadgen(config: &Config, cmd: LoadgenCmd) -> Result<()> {
     tokio::spawn(super::cancel_on_signal(shutdown.clone()));
     let report = crate::loadgen::run(&cmd.args, &tenants, shutdown).await?;
     if cmd.args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        super::output::println(serde_json::to_string_pretty(&report)?)
     } else {
-        println!("{}", report.render_text());
+        super::output::println(report.render_text())
     }
-    Ok(())
 }

@@ -1,6 +1,5 @@
 //! `askpro fake-calcom`: a stand-in Cal.com for demos, scripts and load runs.
 
-use std::io::Write;
 use std::net::SocketAddr;
 
 use anyhow::{Context, Result};
@@ -75,11 +74,7 @@ pub async fn run(args: FakeCalcomArgs) -> Result<()> {
         rate_limit_per_min: args.rate_limit_per_min,
         seed: args.seed,
     };
-    let mut stdout = std::io::stdout().lock();
-    writeln!(stdout, "fake cal.com listening on http://{addr}")
-        .and_then(|()| stdout.flush())
-        .context("cannot write to stdout")?;
-    drop(stdout);
+    super::output::println(format_args!("fake cal.com listening on http://{addr}"))?;
     let shutdown = CancellationToken::new();
     tokio::spawn(super::cancel_on_signal(shutdown.clone()));
     crate::calcom::fake::run(listener, config, shutdown).await?;

@@ -7,6 +7,8 @@ mod events;
 mod fake;
 mod migrate;
 mod output;
+
+pub use output::{println as print_line, stdout_closed};
 mod replay;
 mod topics;
 
@@ -197,10 +199,9 @@ pub async fn main() -> Result<()> {
         Command::BenchResolver(args) => {
             let report = crate::routing::bench_resolver(&args).await?;
             match args.json {
-                true => println!("{}", serde_json::to_string_pretty(&report)?),
-                false => println!("{}", report.render_text()),
+                true => output::println(serde_json::to_string_pretty(&report)?),
+                false => output::println(report.render_text()),
             }
-            Ok(())
         }
     }
 }
@@ -210,10 +211,9 @@ async fn bench_store(config: &Config, args: crate::store_bench::BenchStoreArgs) 
     let backend = format!("{:?}", config.store.backend).to_lowercase();
     let report = crate::store_bench::run(store, &backend, &args).await?;
     match args.json {
-        true => println!("{}", serde_json::to_string_pretty(&report)?),
-        false => print!("{}", report.render()),
+        true => output::println(serde_json::to_string_pretty(&report)?),
+        false => output::print(report.render()),
     }
-    Ok(())
 }
 
 async fn serve(config: Config, role: Role) -> Result<()> {

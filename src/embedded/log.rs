@@ -14,13 +14,15 @@ use std::time::Duration;
 use askpro_actors::error::LogError;
 use askpro_actors::log::{EventLog, LogPosition};
 use askpro_actors::partition::partition_for;
-use askpro_actors::record::{LogRecord, RecordMeta, StoredRecord};
+use askpro_actors::record::{LogRecord, StoredRecord};
 use async_trait::async_trait;
-use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use tokio::sync::{oneshot, watch};
 
+use super::disk::{self, DiskReserve};
+use super::log_codec::{decode, headers_json};
+use super::log_health::{Failure, WriteHealth};
 use super::migrate;
 use super::retention;
 use super::sqlite::{self, Db, OpenError, Synchronous};
@@ -48,6 +50,8 @@ struct Inner {
     queue: Mutex<Vec<Pending>>,
     /// Transactions committed by appends (tests check that a batch is one transaction).
     group_commits: AtomicU64,
+    /// The last append's outcome and the disk reserve (see [`super::disk`]).
+    health: WriteHealth,
 }
 
 struct Pending {
@@ -62,9 +66,28 @@ impl EmbeddedLog {
         Self::open_file(dir, LOG_FILE, partitions)
     }
 
+    /// [`EmbeddedLog::open`] with a disk reserve to release when the disk is full (`None`:
+    /// no reserve). Creates the reserve now and keeps re-creating it after a release.
+    pub fn open_reserved(
+        dir: &Path,
+        partitions: u32,
+        reserve: Option<DiskReserve>,
+    ) -> Result<Self, LogError> {
+        Self::open_with(dir, LOG_FILE, partitions, reserve)
+    }
+
     /// Opens (or creates) another log in `dir` (a retry tier or the dead-letter log), like a
     /// second Kafka topic: same layout, its own offsets and consumer groups.
     pub fn open_file(dir: &Path, file: &str, partitions: u32) -> Result<Self, LogError> {
+        Self::open_with(dir, file, partitions, None)
+    }
+
+    fn open_with(
+        dir: &Path,
+        file: &str,
+        partitions: u32,
+        reserve: Option<DiskReserve>,
+    ) -> Result<Self, LogError> {
         if partitions == 0 {
             return Err(LogError::Invalid(
                 "the log needs at least one partition".into(),
@@ -82,6 +105,7 @@ impl EmbeddedLog {
                     db.path().display()
                 )))?
         };
+        let health = WriteHealth::new(reserve)?;
         tracing::info!(dir = %dir.display(), file, partitions, "opened embedded log");
         Ok(EmbeddedLog {
             inner: Arc::new(Inner {
@@ -91,6 +115,7 @@ impl EmbeddedLog {
                 ends,
                 queue: Mutex::new(Vec::new()),
                 group_commits: AtomicU64::new(0),
+                health,
             }),
         })
     }
@@ -98,6 +123,29 @@ impl EmbeddedLog {
     /// The data dir this log lives in.
     pub fn data_dir(&self) -> &Path {
         &self.inner.dir
+    }
+
+    /// Caps `log.db` at its current size (`full`) or lifts the cap: an append that needs
+    /// another page then fails with SQLITE_FULL exactly as on a full disk. For fault
+    /// injection in tests; the cap lives on this process's writer connection only.
+    #[doc(hidden)]
+    pub fn simulate_full_disk(&self, full: bool) -> Result<(), LogError> {
+        let conn = self.inner.db.writer();
+        let pages: i64 = match full {
+            true => conn.query_row("PRAGMA page_count", [], |r| r.get(0)),
+            // SQLite clamps this to its own maximum.
+            false => Ok(i64::from(u32::MAX)),
+        }
+        .map_err(unavailable("read the page count".into()))?;
+        conn.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(()))
+            .map_err(unavailable("cap the page count".into()))
+    }
+
+    /// Runs `hook` on the writer right after the reserve is released (a test frees its
+    /// simulated disk there).
+    #[cfg(test)]
+    pub(super) fn on_release(&self, hook: super::log_health::ReleaseHook) {
+        *self.inner.health.after_release.lock().unwrap() = Some(hook);
     }
 
     #[cfg(test)]
@@ -193,45 +241,6 @@ fn tail(conn: &Connection, partition: u32) -> rusqlite::Result<u64> {
     .query_row([partition], |r| r.get(0))
 }
 
-/// Headers as a JSON object, name → value.
-fn headers_json(meta: &RecordMeta) -> String {
-    let map: serde_json::Map<String, serde_json::Value> = meta
-        .to_headers()
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), serde_json::Value::String(v)))
-        .collect();
-    serde_json::Value::Object(map).to_string()
-}
-
-fn decode(
-    partition: u32,
-    offset: u64,
-    headers: &str,
-    value: Vec<u8>,
-) -> Result<StoredRecord, LogError> {
-    let corrupt = |source: Box<dyn std::error::Error + Send + Sync>| LogError::Corrupt {
-        partition,
-        offset,
-        source,
-    };
-    let map: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_str(headers).map_err(|e| corrupt(Box::new(e)))?;
-    let mut pairs = Vec::with_capacity(map.len());
-    for (name, value) in &map {
-        let value = value
-            .as_str()
-            .ok_or_else(|| corrupt(format!("header {name} is not a string").into()))?;
-        pairs.push((name.as_str(), value.as_bytes()));
-    }
-    let meta = RecordMeta::from_headers(pairs).map_err(|e| corrupt(Box::new(e)))?;
-    Ok(StoredRecord {
-        partition,
-        offset,
-        meta,
-        value: Bytes::from(value),
-    })
-}
-
 impl Inner {
     /// Writes every queued batch in one transaction, unless another caller already did.
     fn commit_queued(&self) {
@@ -242,7 +251,12 @@ impl Inner {
         }
         let records: usize = batch.iter().map(|p| p.records.len()).sum();
         let started = std::time::Instant::now();
-        match self.write(&mut conn, &batch) {
+        let mut written = self.write(&mut conn, &batch);
+        if matches!(&written, Err(e) if disk::is_disk_full(e)) && self.health.release(&conn) {
+            written = self.write(&mut conn, &batch);
+        }
+        self.health.note(written.as_ref().err());
+        match written {
             Ok(positions) => {
                 self.group_commits.fetch_add(1, Ordering::Relaxed);
                 self.publish_ends(&positions);
@@ -257,7 +271,8 @@ impl Inner {
                 }
             }
             Err(e) => {
-                tracing::warn!(records, error = %e, "log group commit failed");
+                let path = self.db.path().display();
+                tracing::warn!(records, path = %path, error = %e, "log group commit failed");
                 let e = Arc::new(e);
                 for pending in batch {
                     let _ = pending.done.send(Err(Arc::clone(&e)));
@@ -370,17 +385,10 @@ impl EventLog for EmbeddedLog {
             Ok(())
         })
         .await?;
-        let context = || format!("append to {}", self.inner.db.path().display());
         match result.await {
             Ok(Ok(positions)) => Ok(positions),
-            Ok(Err(e)) => Err(LogError::Unavailable {
-                context: context(),
-                source: Box::new(e),
-            }),
-            Err(e) => Err(LogError::Unavailable {
-                context: context(),
-                source: Box::new(e),
-            }),
+            Ok(Err(e)) => Err(Failure::of(&e).error(Box::new(e))),
+            Err(e) => Err(Failure::Other.error(Box::new(e))),
         }
     }
 
@@ -511,7 +519,9 @@ impl EventLog for EmbeddedLog {
             let conn = inner.db.reader().map_err(fail())?;
             conn.prepare_cached("SELECT 1")
                 .and_then(|mut stmt| stmt.query_row([], |_| Ok(())))
-                .map_err(fail())
+                .map_err(fail())?;
+            drop(conn);
+            inner.health.recheck(|| inner.db.writer())
         })
         .await
     }

@@ -4,7 +4,8 @@
 use std::collections::BTreeMap;
 
 use askpro_actors::ids::{CompanyId, EventId};
-use askpro_actors::record::{Disposition, Provider};
+use askpro_actors::record::{Disposition, Provider, RecordMeta};
+use bytes::Bytes;
 use chrono::{TimeZone, Utc};
 use uuid::Uuid;
 

@@ -5,7 +5,10 @@
 //! files while the server runs; the schemas are versioned migrations in `schemas/sql/`.
 
 mod checkpoint;
+mod disk;
 mod log;
+mod log_codec;
+mod log_health;
 mod migrate;
 mod retention;
 mod sqlite;
@@ -15,5 +18,6 @@ mod store_rows;
 mod store_sql;
 mod writer;
 
+pub use self::disk::{DiskReserve, RESERVE_FILE};
 pub use self::log::{EmbeddedLog, LOG_FILE};
 pub use self::store::{EmbeddedStore, STATE_FILE};

@@ -27,6 +27,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension};
 use uuid::Uuid;
 
+use super::disk::DiskReserve;
 use super::migrate;
 use super::sqlite::{self, Db, Synchronous};
 use super::store_rows::{self as rows, ms, Fail, Res};
@@ -46,6 +47,16 @@ pub struct EmbeddedStore {
 impl EmbeddedStore {
     /// Opens (or creates) `dir/state.db`, brings its schema up to date and starts the writer.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        Self::open_reserved(dir, None)
+    }
+
+    /// [`EmbeddedStore::open`] that defers to the log on a full disk: while `reserve` is
+    /// released, writes fail as unavailable (callers back off) instead of taking the space
+    /// the log needs. Creates the reserve when it is missing (say, before the first serve).
+    pub fn open_reserved(dir: &Path, reserve: Option<DiskReserve>) -> Result<Self, StoreError> {
+        if let Some(reserve) = &reserve {
+            super::disk::ensure_at_open(reserve);
+        }
         let db = Db::open(dir, STATE_FILE, Synchronous::Normal, migrate::STATE).map_err(|e| {
             StoreError::Unavailable {
                 operation: "open state store",
@@ -53,10 +64,11 @@ impl EmbeddedStore {
             }
         })?;
         let db = Arc::new(db);
-        let writer = Writer::start(Arc::clone(&db)).map_err(|e| StoreError::Unavailable {
-            operation: "start state writer",
-            source: Box::new(e),
-        })?;
+        let writer =
+            Writer::start(Arc::clone(&db), reserve).map_err(|e| StoreError::Unavailable {
+                operation: "start state writer",
+                source: Box::new(e),
+            })?;
         tracing::info!(dir = %dir.display(), "opened embedded state store");
         Ok(EmbeddedStore {
             db,

@@ -24,6 +24,7 @@ use askpro_actors::store::StoreResult;
 use rusqlite::Connection;
 use tokio::sync::oneshot;
 
+use super::disk::DiskReserve;
 use super::sqlite::{Db, Synchronous};
 use super::store_rows::Res;
 
@@ -39,6 +40,12 @@ enum Lost {
     /// SQLite itself rolled the transaction back (I/O error, full disk, ...) while a job ran.
     #[error("state write batch rolled back by sqlite after a job failed")]
     Aborted,
+    /// The log released the disk reserve (the disk filled up): state writes wait, so the
+    /// space goes to the log, until the reserve fits again.
+    #[error(
+        "disk low: state writes wait until the disk reserve fits again (the log has priority)"
+    )]
+    DiskLow,
 }
 
 /// The answer a caller awaits; `Err` carries a panic of its job, re-raised in the caller
@@ -122,13 +129,14 @@ pub(super) struct Writer {
 
 impl Writer {
     /// Starts the writer thread on `db`'s writer connection.
-    pub(super) fn start(db: Arc<Db>) -> std::io::Result<Writer> {
+    /// With a `reserve`, a batch is refused while the reserve is not in place.
+    pub(super) fn start(db: Arc<Db>, reserve: Option<DiskReserve>) -> std::io::Result<Writer> {
         let (jobs, queue) = mpsc::channel::<Box<dyn Job>>();
         let commits = Arc::new(AtomicU64::new(0));
         let counter = Arc::clone(&commits);
         let thread = std::thread::Builder::new()
             .name("state-writer".into())
-            .spawn(move || serve(&db, &queue, &counter))?;
+            .spawn(move || serve(&db, reserve.as_ref(), &queue, &counter))?;
         Ok(Writer {
             jobs: Some(jobs),
             thread: Some(thread),
@@ -197,7 +205,12 @@ impl Drop for Writer {
 }
 
 /// The thread body: block for a job, take whatever else is queued, commit it as one batch.
-fn serve(db: &Db, queue: &mpsc::Receiver<Box<dyn Job>>, commits: &AtomicU64) {
+fn serve(
+    db: &Db,
+    reserve: Option<&DiskReserve>,
+    queue: &mpsc::Receiver<Box<dyn Job>>,
+    commits: &AtomicU64,
+) {
     let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_BATCH);
     while let Ok(first) = queue.recv() {
         batch.push(first);
@@ -209,7 +222,11 @@ fn serve(db: &Db, queue: &mpsc::Receiver<Box<dyn Job>>, commits: &AtomicU64) {
         }
         let started = std::time::Instant::now();
         let jobs = batch.len();
-        let lost = commit_batch(&db.writer(), &mut batch).err();
+        // One stat per batch: the reserve may be released by another process (the ingress).
+        let lost = match reserve.is_some_and(|r| !r.is_held()) {
+            true => Some(Arc::new(Lost::DiskLow)),
+            false => commit_batch(&db.writer(), &mut batch).err(),
+        };
         if let Some(lost) = &lost {
             tracing::warn!(jobs, error = %lost, "state write batch failed");
         } else {

@@ -8,7 +8,7 @@ use super::*;
 
 fn open(dir: &std::path::Path) -> (Arc<Db>, Arc<Writer>) {
     let db = Arc::new(Db::open(dir, "state.db", Synchronous::Normal, migrate::STATE).unwrap());
-    let writer = Arc::new(Writer::start(Arc::clone(&db)).unwrap());
+    let writer = Arc::new(Writer::start(Arc::clone(&db), None).unwrap());
     (db, writer)
 }
 

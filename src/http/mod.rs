@@ -50,6 +50,8 @@ pub struct AppState {
     pub inbound: Arc<InboundResolver>,
     /// The booker, when this process runs workers (breaker states for `/health`).
     pub booker: Option<Arc<askpro_actors::booking::Booker>>,
+    /// When this process started: in-memory state such as the breakers is known since then.
+    pub started_at: chrono::DateTime<chrono::Utc>,
     tenants: TenantCache,
 }
 
@@ -67,6 +69,7 @@ impl AppState {
         Self {
             tenants: TenantCache::new(Arc::clone(&backends.store), ttl),
             booker: None,
+            started_at: clock.now(),
             inbound: Arc::new(InboundResolver::new(
                 Arc::clone(&backends.store),
                 ResolverSettings::from_config(&config),

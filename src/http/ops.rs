@@ -87,6 +87,7 @@ pub async fn health(State(app): State<Arc<AppState>>) -> Response {
     };
     let consumers = consumers(&app).await;
     let calcom = breakers(&app);
+    let disk = disk(&app);
     let healthy = [&store, &log, &ingress, &consumers]
         .iter()
         .all(|c| c["status"] != "unhealthy");
@@ -95,7 +96,7 @@ pub async fn health(State(app): State<Arc<AppState>>) -> Response {
         "timestamp": app.clock.now(),
         "checks": {
             "store": store, "log": log, "ingress": ingress, "consumers": consumers,
-            "calcom": calcom,
+            "calcom": calcom, "disk": disk,
         },
     });
     let status = if healthy {
@@ -107,7 +108,10 @@ pub async fn health(State(app): State<Arc<AppState>>) -> Response {
 }
 
 /// Each tenant's Cal.com circuit breaker. An open breaker degrades that tenant (its
-/// bookings wait as `pending_sync`); it does not make this process unhealthy.
+/// bookings wait as `pending_sync`); it does not make this process unhealthy. Breakers live
+/// in memory and start closed, so after a restart they say nothing about Cal.com until they
+/// have seen an outcome: `relearning_since` (the process start) is present while no breaker
+/// has, or some still have not (`relearning` names those tenants).
 fn breakers(app: &AppState) -> Value {
     let Some(booker) = &app.booker else {
         return json!({"status": "disabled", "reason": "this process runs no workers"});
@@ -122,11 +126,37 @@ fn breakers(app: &AppState) -> Value {
         .iter()
         .map(|(c, s)| (c.to_string(), json!(s.as_str())))
         .collect();
-    json!({
+    let relearning = booker.relearning_breakers();
+    let mut report = json!({
         "status": if open.is_empty() { "healthy" } else { "degraded" },
         "breakers": tenants,
         "not_closed": open,
-    })
+        "relearning": relearning,
+    });
+    if states.is_empty() || !relearning.is_empty() {
+        report["relearning_since"] = json!(app.started_at);
+    }
+    report
+}
+
+/// The embedded log's disk reserve. Released means the disk filled up: the log is using the
+/// reserve and processing (state writes) waits. That degrades the service but is no reason
+/// to stop sending webhooks, so it does not make `/health` fail; `checks.log` does that when
+/// the log itself cannot write.
+fn disk(app: &AppState) -> Value {
+    let Some(reserve) = crate::app::disk_reserve(&app.config) else {
+        return json!({"status": "disabled", "reason": "no disk reserve (data.disk_reserve_bytes = 0, or the log is not embedded)"});
+    };
+    match reserve.is_held() {
+        true => json!({"status": "healthy", "reserve": "held", "reserve_bytes": reserve.bytes()}),
+        false => json!({
+            "status": "degraded",
+            "reserve": "released",
+            "reserve_bytes": reserve.bytes(),
+            "state_writes": "paused",
+            "reason": "disk full: the log uses the reserve; processing waits until the reserve fits again (free space in the data dir)",
+        }),
+    }
 }
 
 fn check(result: Result<(), String>) -> Value {

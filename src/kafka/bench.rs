@@ -256,8 +256,8 @@ fn ms(us: u64) -> f64 {
 pub async fn run(config: &Config, args: BenchProducerArgs) -> Result<()> {
     let report = bench_producer(config, &args).await?;
     match args.json {
-        true => println!("{}", serde_json::to_string_pretty(&report)?),
-        false => println!("{}", report.render_text()),
+        true => crate::cli::print_line(serde_json::to_string_pretty(&report)?)?,
+        false => crate::cli::print_line(report.render_text())?,
     }
     let ordering_ok = report.ordering.as_ref().is_none_or(|o| o.status == "ok");
     let failed: u64 = [&report.producer, &report.raw]

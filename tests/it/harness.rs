@@ -31,6 +31,8 @@ pub fn test_config(dir: &Path) -> Config {
     config.pipeline.restart_backoff_ms = 20;
     config.pipeline.drain_timeout_ms = 5_000;
     config.ingress.tenant_cache_ttl_ms = 100;
+    // Every test server writes its disk reserve; keep that small.
+    config.data.disk_reserve_bytes = 256 * 1024;
     config
 }
 

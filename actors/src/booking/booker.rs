@@ -116,6 +116,19 @@ impl Booker {
         states
     }
 
+    /// Tenants whose breaker has not seen a Cal.com outcome since this process started
+    /// (breaker state is not persisted, so theirs is being re-learned; for `/health`).
+    pub fn relearning_breakers(&self) -> Vec<CompanyId> {
+        let breakers = self.breakers.lock().expect("breakers lock poisoned");
+        let mut tenants: Vec<_> = breakers
+            .iter()
+            .filter(|(_, b)| !b.has_outcome())
+            .map(|(c, _)| *c)
+            .collect();
+        tenants.sort();
+        tenants
+    }
+
     /// The tenant's breaker state now (closed when it never booked).
     pub fn breaker_state(&self, company_id: CompanyId) -> BreakerState {
         let breakers = self.breakers.lock().expect("breakers lock poisoned");

@@ -87,6 +87,9 @@ enum Inner {
 pub struct Breaker {
     settings: BreakerSettings,
     inner: Inner,
+    /// Whether Cal.com has answered (or failed) a request through this breaker. Breakers
+    /// live in memory, so a new one knows nothing of what an earlier process learned.
+    answered: bool,
 }
 
 impl Breaker {
@@ -96,7 +99,14 @@ impl Breaker {
             inner: Inner::Closed {
                 consecutive_failures: 0,
             },
+            answered: false,
         }
+    }
+
+    /// Whether this breaker has seen a request's outcome yet (else its state is a default,
+    /// not something it learned: `/health` reports it as being re-learned).
+    pub fn has_outcome(&self) -> bool {
+        self.answered
     }
 
     /// The state as of `now` (an open breaker whose time is up reads as half-open).
@@ -151,6 +161,7 @@ impl Breaker {
 
     /// Cal.com answered 2xx.
     pub fn on_success(&mut self) -> Option<Transition> {
+        self.answered = true;
         let from = match self.inner {
             Inner::Closed { .. } => BreakerState::Closed,
             Inner::Open { .. } => BreakerState::Open,
@@ -169,6 +180,7 @@ impl Breaker {
     /// its health, so the failure count stays; but a half-open probe answered at all shows
     /// Cal.com is reachable, so it closes the breaker (else the probe would stay out).
     pub fn on_permanent(&mut self) -> Option<Transition> {
+        self.answered = true;
         match self.inner {
             Inner::HalfOpen { .. } => self.on_success(),
             Inner::Closed { .. } | Inner::Open { .. } => None,
@@ -177,6 +189,7 @@ impl Breaker {
 
     /// A transient failure (5xx, 429, timeout, unknown outcome).
     pub fn on_failure(&mut self, now: Instant) -> Option<Transition> {
+        self.answered = true;
         match self.inner {
             Inner::Closed {
                 consecutive_failures,
@@ -222,6 +235,24 @@ mod tests {
 
     fn breaker() -> Breaker {
         Breaker::new(BreakerSettings::default())
+    }
+
+    #[test]
+    fn a_breaker_knows_whether_it_has_seen_an_outcome() {
+        let mut b = breaker();
+        assert!(!b.has_outcome(), "a new breaker has learned nothing");
+        let _ = b.acquire(Instant::now());
+        b.on_abandoned();
+        assert!(!b.has_outcome(), "a permit alone is no outcome");
+        b.on_success();
+        assert!(b.has_outcome());
+        let outcomes: [fn(&mut Breaker) -> Option<Transition>; 2] =
+            [Breaker::on_permanent, |b| b.on_failure(Instant::now())];
+        for outcome in outcomes {
+            let mut b = breaker();
+            outcome(&mut b);
+            assert!(b.has_outcome());
+        }
     }
 
     fn fail_times(b: &mut Breaker, n: u32) -> Vec<Transition> {
