@@ -5,6 +5,7 @@ mod calcom;
 mod catalog_cli;
 mod cql_wiring;
 mod crash;
+mod crash_booking;
 mod harness;
 mod inbound;
 mod ingress;
