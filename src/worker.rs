@@ -96,13 +96,18 @@ fn worker_id(config: &Config) -> Result<Uuid, AppError> {
     }
     let path = config.data.dir.join(WORKER_ID_FILE);
     let failed = |e: std::io::Error| {
-        AppError::Booking(format!("cannot keep the worker identity in {}: {e}", path.display()))
+        AppError::Booking(format!(
+            "cannot keep the worker identity in {}: {e}",
+            path.display()
+        ))
     };
     match std::fs::read_to_string(&path) {
         Ok(text) => match text.trim().parse::<Uuid>() {
             Ok(id) => return Ok(id),
             // Only costs the takeover of an earlier incarnation's leases: they run out.
-            Err(_) => tracing::warn!(path = %path.display(), "worker identity unreadable; starting a new one"),
+            Err(_) => {
+                tracing::warn!(path = %path.display(), "worker identity unreadable; starting a new one")
+            }
         },
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(failed(e)),
@@ -202,7 +207,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let config = config(dir.path(), LogBackend::Embedded);
         let first = worker_id(&config).unwrap();
-        assert_eq!(worker_id(&config).unwrap(), first, "a restart is the same worker");
+        assert_eq!(
+            worker_id(&config).unwrap(),
+            first,
+            "a restart is the same worker"
+        );
 
         // A file that cannot be read as an id only costs the takeover: a new identity.
         std::fs::write(dir.path().join(WORKER_ID_FILE), "garbage").unwrap();

@@ -63,7 +63,10 @@ pub enum ReconcilerMsg {
     Tick,
     /// Sync parked appointments whose foreign lease has ended.
     LeaseTick,
-    Finished { company_id: CompanyId, run: Run },
+    Finished {
+        company_id: CompanyId,
+        run: Run,
+    },
 }
 
 /// What one tenant run did.
@@ -105,7 +108,9 @@ impl Actor for ReconcilerActor {
         args: Self::Arguments,
     ) -> Result<Self::State, ActorProcessingErr> {
         let interval = args.settings.interval;
-        spawn_ticker(myself.clone(), interval, args.shutdown.clone(), || ReconcilerMsg::Tick);
+        spawn_ticker(myself.clone(), interval, args.shutdown.clone(), || {
+            ReconcilerMsg::Tick
+        });
         spawn_ticker(myself, LEASE_WATCH, args.shutdown.clone(), || {
             ReconcilerMsg::LeaseTick
         });
@@ -317,7 +322,9 @@ async fn sync_one(
             tracing::warn!(company_id = %company_id, appointment_id = %appointment_id, error = %error, "reconciler skipped an appointment the store refuses");
             run.failed += 1;
         }
-        Ok(SyncOutcome::Deferred { .. } | SyncOutcome::Transient { .. } | SyncOutcome::Interrupted)
+        Ok(
+            SyncOutcome::Deferred { .. } | SyncOutcome::Transient { .. } | SyncOutcome::Interrupted,
+        )
         | Err(_) => {
             run.stopped = true;
             return false;

@@ -59,7 +59,10 @@ async fn stale_leases(store: &dyn StateStore, tenants: &[Tenant]) -> usize {
     for t in tenants {
         for a in store.appointments(t.company).await.expect("appointments") {
             let key = format!("{KEY_PREFIX}{}", a.id);
-            let entry = store.dedup_entry(t.company, &key, now).await.expect("entry");
+            let entry = store
+                .dedup_entry(t.company, &key, now)
+                .await
+                .expect("entry");
             if a.status == AppointmentStatus::PendingSync && entry.is_some() {
                 n += 1;
             }
@@ -85,7 +88,12 @@ async fn sigkill_with_bookings_mid_sync_restarts_without_waiting_out_its_own_lea
     let store: Arc<dyn StateStore> = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
     let mut tenants = Vec::new();
     for i in 0..TENANTS {
-        let t = tenant(store.as_ref(), &format!("lease{i}"), &format!("+49301234700{i:02}")).await;
+        let t = tenant(
+            store.as_ref(),
+            &format!("lease{i}"),
+            &format!("+49301234700{i:02}"),
+        )
+        .await;
         connect_calcom(store.as_ref(), &t, &fake, None).await;
         tenants.push(t);
     }
@@ -99,7 +107,10 @@ async fn sigkill_with_bookings_mid_sync_restarts_without_waiting_out_its_own_lea
         let body = analyzed(&format!("call_lease_{i}"), &t.phone, &slot(i));
         let signature = askpro::signature::sign_retell(&t.retell_secret, body.as_bytes(), now_ms());
         let response = client
-            .post(format!("http://127.0.0.1:{port}/webhooks/retell/{}", t.company))
+            .post(format!(
+                "http://127.0.0.1:{port}/webhooks/retell/{}",
+                t.company
+            ))
             .header("x-retell-signature", signature)
             .body(body)
             .send()
@@ -107,7 +118,10 @@ async fn sigkill_with_bookings_mid_sync_restarts_without_waiting_out_its_own_lea
             .expect("the server is up");
         assert_eq!(response.status(), 202);
     }
-    eventually("some bookings made", || async { fake.bookings().len() >= 20 }).await;
+    eventually("some bookings made", || async {
+        fake.bookings().len() >= 20
+    })
+    .await;
     child.kill().expect("sigkill");
     child.wait().unwrap();
     let left = stale_leases(store.as_ref(), &tenants).await;
@@ -122,7 +136,11 @@ async fn sigkill_with_bookings_mid_sync_restarts_without_waiting_out_its_own_lea
     })
     .await;
     let bookings = fake.bookings();
-    assert_eq!(bookings.len(), BOOKINGS, "exactly one cal.com booking per call");
+    assert_eq!(
+        bookings.len(),
+        BOOKINGS,
+        "exactly one cal.com booking per call"
+    );
     let mut keys: Vec<_> = bookings
         .iter()
         .filter_map(|b| b.metadata.get("askpro_key").cloned())

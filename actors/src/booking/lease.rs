@@ -52,7 +52,9 @@ pub enum Acquired {
     Held(SyncLease),
     /// Another process holds it, until about `until` (by the store's record) unless it
     /// releases it sooner.
-    Elsewhere { until: DateTime<Utc> },
+    Elsewhere {
+        until: DateTime<Utc>,
+    },
 }
 
 /// The lease holder of `worker_id` for one appointment: the same for every incarnation of

@@ -66,7 +66,11 @@ fn deferred(outcome: SyncOutcome) -> String {
 
 /// Syncs on a task of its own and returns its outcome if it finished without any time
 /// passing (paused clock: a sync that waits for a timer is not finished).
-async fn sync_at_once(f: &BookingFixture, booker: &Arc<crate::booking::Booker>, id: Uuid) -> SyncOutcome {
+async fn sync_at_once(
+    f: &BookingFixture,
+    booker: &Arc<crate::booking::Booker>,
+    id: Uuid,
+) -> SyncOutcome {
     let started = tokio::time::Instant::now();
     let task = f.spawn_sync_on(booker, id);
     yield_turns(20).await;
@@ -111,12 +115,19 @@ async fn a_restarted_worker_takes_its_own_lease_over_at_once() {
     // Any other worker respects it...
     let other = f.booker_of_worker(Uuid::now_v7());
     deferred(sync_at_once(&f, &other, id).await);
-    assert_eq!(f.api.calls(Method::Create), 1, "only the rate-limited create");
+    assert_eq!(
+        f.api.calls(Method::Create),
+        1,
+        "only the rate-limited create"
+    );
 
     // ...but the restarted worker (same identity, fresh process) books at once.
     let restarted = f.booker_of_worker(worker);
     let outcome = sync_at_once(&f, &restarted, id).await;
-    assert!(matches!(outcome, SyncOutcome::Booked { found: false, .. }), "{outcome:?}");
+    assert!(
+        matches!(outcome, SyncOutcome::Booked { found: false, .. }),
+        "{outcome:?}"
+    );
     assert_eq!(f.api.calls(Method::Create), 2);
     assert_eq!(f.appointment(id).await.status, AppointmentStatus::Scheduled);
 }
@@ -223,8 +234,8 @@ async fn a_regular_run_steps_over_a_parked_appointment_and_books_the_younger_one
         min_age: MINUTE,
         ..ReconcileSettings::default()
     };
-    let run = reconciler::reconcile_tenant(&*f.store, &*f.clock, &f.booker, f.company, &settings)
-        .await;
+    let run =
+        reconciler::reconcile_tenant(&*f.store, &*f.clock, &f.booker, f.company, &settings).await;
 
     assert_eq!((run.synced, run.stopped), (1, false));
     assert_eq!(
