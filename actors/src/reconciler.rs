@@ -66,6 +66,9 @@ pub enum ReconcilerMsg {
     Finished {
         company_id: CompanyId,
         run: Run,
+        /// A run of parked appointments only: it saw only those, so it says nothing about
+        /// the tenant's pending count and is not counted as a reconciler run.
+        parked_only: bool,
     },
 }
 
@@ -134,36 +137,45 @@ impl Actor for ReconcilerActor {
                 }
             }
             ReconcilerMsg::LeaseTick => lease_tick(&myself, state),
-            ReconcilerMsg::Finished { company_id, run } => {
-                state.running.remove(&company_id);
-                state
-                    .pending
-                    .insert(company_id, run.pending - run.synced.min(run.pending));
-                let total: usize = state.pending.values().sum();
-                let booker = &state.args.booker;
-                booker.metrics.pending_sync.set(total as i64);
-                let outcome = match run {
-                    Run { pending: 0, .. } => "idle",
-                    Run { stopped: true, .. } => "deferred",
-                    _ => "synced",
-                };
-                booker
-                    .metrics
-                    .reconciler_runs_total
-                    .with_label_values(&[outcome])
-                    .inc();
-                if run.synced > 0 || run.failed > 0 {
-                    tracing::info!(
-                        company_id = %company_id,
-                        synced = run.synced,
-                        failed = run.failed,
-                        stopped = run.stopped,
-                        "reconciler pushed pending appointments"
-                    );
-                }
-            }
+            ReconcilerMsg::Finished {
+                company_id,
+                run,
+                parked_only,
+            } => finished(state, company_id, run, parked_only),
         }
         Ok(())
+    }
+}
+
+fn finished(state: &mut ReconcilerState, company_id: CompanyId, run: Run, parked_only: bool) {
+    state.running.remove(&company_id);
+    let booker = &state.args.booker;
+    if !parked_only {
+        state
+            .pending
+            .insert(company_id, run.pending - run.synced.min(run.pending));
+        let total: usize = state.pending.values().sum();
+        booker.metrics.pending_sync.set(total as i64);
+        let outcome = match run {
+            Run { pending: 0, .. } => "idle",
+            Run { stopped: true, .. } => "deferred",
+            _ => "synced",
+        };
+        booker
+            .metrics
+            .reconciler_runs_total
+            .with_label_values(&[outcome])
+            .inc();
+    }
+    if run.synced > 0 || run.failed > 0 {
+        tracing::info!(
+            company_id = %company_id,
+            synced = run.synced,
+            failed = run.failed,
+            stopped = run.stopped,
+            parked_only,
+            "reconciler pushed pending appointments"
+        );
     }
 }
 
@@ -239,7 +251,11 @@ fn start_run(
         } else {
             run = reconcile_tenant(&*store, &*clock, &booker, company_id, &settings).await;
         }
-        let _ = myself.cast(ReconcilerMsg::Finished { company_id, run });
+        let _ = myself.cast(ReconcilerMsg::Finished {
+            company_id,
+            run,
+            parked_only,
+        });
     });
 }
 

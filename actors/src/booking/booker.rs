@@ -59,9 +59,6 @@ impl Default for BookingSettings {
     }
 }
 
-/// How long a parked appointment waits at most before its lease is tried again.
-pub const PARKED_RECHECK: Duration = Duration::from_secs(5);
-
 /// What one sync did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SyncOutcome {
@@ -153,7 +150,7 @@ impl Booker {
         let mut lease = match acquired {
             Acquired::Held(lease) => lease,
             Acquired::Elsewhere { until } => {
-                let outcome = self.park(clock, company_id, appointment_id, until);
+                let outcome = self.parked.defer(clock, company_id, appointment_id, until);
                 self.count(&outcome);
                 return Ok(outcome);
             }
@@ -166,30 +163,6 @@ impl Booker {
         let outcome = result?;
         self.count(&outcome);
         Ok(outcome)
-    }
-
-    /// Another process holds the appointment's lease: waiting for it here would hold the
-    /// tenant's lock, and with it the tenant's every later event, until it ends. The
-    /// appointment is parked instead, and the reconciler syncs it again when the lease ends
-    /// or after [`PARKED_RECHECK`], whichever comes first (the holder may release it early
-    /// without having booked, e.g. when it shuts down).
-    fn park(
-        &self,
-        clock: &dyn Clock,
-        company_id: CompanyId,
-        appointment_id: Uuid,
-        until: DateTime<Utc>,
-    ) -> SyncOutcome {
-        let recheck = chrono::Duration::from_std(PARKED_RECHECK).unwrap_or_default();
-        let due = until.min(clock.now() + recheck);
-        let again = self.parked.contains(company_id, appointment_id);
-        let parked = self.parked.park(company_id, appointment_id, due);
-        if !again {
-            tracing::info!(company_id = %company_id, appointment_id = %appointment_id, lease_until = %until, parked, "appointment sync leased by another process; deferred");
-        }
-        SyncOutcome::Deferred {
-            reason: "another process is syncing this appointment; kept as pending_sync and synced again when its lease ends".into(),
-        }
     }
 
     async fn sync_leased(

@@ -165,7 +165,7 @@ async fn a_live_foreign_lease_is_respected_and_an_early_release_is_noticed() {
 
     // Rechecked every few seconds while it is held: still nothing sent.
     for _ in 0..3 {
-        tokio::time::advance(crate::booking::booker::PARKED_RECHECK).await;
+        tokio::time::advance(crate::booking::parked::PARKED_RECHECK).await;
         let run = run_parked(&f).await;
         assert_eq!((run.pending, run.synced, run.stopped), (1, 0, false));
     }
@@ -173,7 +173,7 @@ async fn a_live_foreign_lease_is_respected_and_an_early_release_is_noticed() {
 
     // The other process books it and releases early: the next recheck finds it booked.
     book_elsewhere(&f, id, other).await;
-    tokio::time::advance(crate::booking::booker::PARKED_RECHECK).await;
+    tokio::time::advance(crate::booking::parked::PARKED_RECHECK).await;
     assert_eq!(run_parked(&f).await.synced, 1);
     assert!(!f.booker.parked.contains(f.company, id));
     assert_eq!(f.api.total_calls(), 0);

@@ -12,11 +12,17 @@ use std::sync::Mutex;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use super::SyncOutcome;
+use crate::clock::Clock;
 use crate::ids::CompanyId;
 
 /// Parked appointments kept at most. Past it a new one is not parked: it stays
 /// `pending_sync` and the reconciler's regular run books it once it is old enough.
 pub const MAX_PARKED: usize = 10_000;
+
+/// How long a parked appointment waits at most before its lease is tried again: the holder
+/// may release it early without having booked (e.g. when it shuts down).
+pub const PARKED_RECHECK: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The parked appointments, per tenant, with when each one's foreign lease ends.
 #[derive(Debug, Default)]
@@ -27,6 +33,29 @@ pub struct Parked {
 impl Parked {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<CompanyId, BTreeMap<Uuid, DateTime<Utc>>>> {
         self.inner.lock().expect("parked lock poisoned")
+    }
+
+    /// Another process holds the appointment's lease until about `until`: waiting for it in
+    /// the sync would hold the tenant's lock, and with it the tenant's every later event. The
+    /// appointment is parked instead, due when the lease ends or after [`PARKED_RECHECK`],
+    /// whichever comes first, and the sync is deferred.
+    pub fn defer(
+        &self,
+        clock: &dyn Clock,
+        company_id: CompanyId,
+        appointment_id: Uuid,
+        until: DateTime<Utc>,
+    ) -> SyncOutcome {
+        let recheck = chrono::Duration::from_std(PARKED_RECHECK).unwrap_or_default();
+        let due = until.min(clock.now() + recheck);
+        let again = self.contains(company_id, appointment_id);
+        let parked = self.park(company_id, appointment_id, due);
+        if !again {
+            tracing::info!(company_id = %company_id, appointment_id = %appointment_id, lease_until = %until, parked, "appointment sync leased by another process; deferred");
+        }
+        SyncOutcome::Deferred {
+            reason: "another process is syncing this appointment; kept as pending_sync and synced again when its lease ends".into(),
+        }
     }
 
     /// Parks (or re-parks) an appointment until `due`. Returns false when the set is full.
