@@ -78,6 +78,8 @@ impl BookingConfig {
                 open_for: Duration::from_millis(self.breaker_open_ms),
             },
             default_rate_per_min: self.rate_limit_per_min,
+            // A fresh identity; the worker wiring sets the one it can prove (src/worker.rs).
+            ..BookingSettings::default()
         }
     }
 

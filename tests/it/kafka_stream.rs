@@ -226,6 +226,7 @@ pub async fn assert_exactly_once(
     acked: &[Acked],
     companies: &[CompanyId],
 ) {
+    wait_booked(store, acked, companies).await;
     let rows = ledger(store, companies).await;
     let wanted: BTreeSet<EventId> = acked.iter().map(|a| a.event_id).collect();
     let mut per_id: HashMap<EventId, usize> = HashMap::new();
@@ -295,6 +296,36 @@ pub async fn assert_exactly_once(
         booking_calls.len(),
         "one appointment per booking call"
     );
+}
+
+/// Waits until every booking call's appointment is scheduled. An event whose appointment's
+/// sync lease was left by the lost worker finishes at once (deferred) and its appointment is
+/// booked by the survivor's reconciler when that lease ends, up to 60 s after the lost
+/// worker's sync began.
+async fn wait_booked(store: &dyn StateStore, acked: &[Acked], companies: &[CompanyId]) {
+    let wanted = acked.iter().filter(|a| a.books).count();
+    wait_until(
+        "every booking call's appointment scheduled",
+        Duration::from_secs(90),
+        || async {
+            let mut scheduled = 0;
+            for company in companies {
+                let appointments = store
+                    .appointments(*company)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                scheduled += appointments
+                    .iter()
+                    .filter(|a| a.status == AppointmentStatus::Scheduled)
+                    .count();
+            }
+            match scheduled >= wanted {
+                true => Ok(()),
+                false => Err(format!("{scheduled} of {wanted} scheduled")),
+            }
+        },
+    )
+    .await;
 }
 
 /// One webhook of a stream: every fifth is a `call_analyzed` that books.

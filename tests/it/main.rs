@@ -7,6 +7,7 @@ mod cli_pipe;
 mod connections;
 mod cql_wiring;
 mod crash;
+mod crash_booking;
 mod harness;
 mod health;
 mod http_errors;

@@ -3,7 +3,9 @@
 //! Exactly once, because:
 //! - one tenant's syncs are serialised by a per-tenant lock (the tenant actor and the
 //!   reconciler both come through here), and across processes by a lease on the
-//!   appointment held in the store (`lease.rs`: two workers during a Kafka rebalance);
+//!   appointment held in the store (`lease.rs`: two workers during a Kafka rebalance). A
+//!   lease held elsewhere defers the sync and parks the appointment (`parked.rs`) for the
+//!   reconciler, so the tenant's later events never wait behind it;
 //! - `sync_attempts` is stored *before* a create is sent, and any attempt after the first
 //!   looks the booking up by our idempotency key (in the booking's metadata) before creating,
 //!   so a create whose answer was lost (timeout, crash) is found instead of repeated;
@@ -22,9 +24,10 @@ use uuid::Uuid;
 
 use super::api::{BookingApi, BookingError, FindBooking};
 use super::breaker::{Breaker, BreakerSettings, BreakerState, Permit, Transition};
-use super::lease::{Hold, SyncLease, LEASE};
+use super::lease::{Acquired, Hold, SyncLease};
 use super::limiter::Limiters;
 use super::metrics::BookingMetrics;
+use super::parked::Parked;
 use super::request::{self, Prepared};
 use crate::catalog::CalcomConfig;
 use crate::clock::Clock;
@@ -39,6 +42,11 @@ pub struct BookingSettings {
     pub breaker: BreakerSettings,
     /// Requests per minute per Cal.com API key unless the branch sets its own.
     pub default_rate_per_min: u32,
+    /// This worker's identity, from which its sync lease holders derive: a worker restarted
+    /// with the same identity takes its own leases over at once. Must not be shared by two
+    /// live processes. The default is a fresh one (a restart then waits for the leases its
+    /// previous incarnation left, without holding up the tenant).
+    pub worker_id: Uuid,
 }
 
 impl Default for BookingSettings {
@@ -46,12 +54,10 @@ impl Default for BookingSettings {
         Self {
             breaker: BreakerSettings::default(),
             default_rate_per_min: 120,
+            worker_id: Uuid::now_v7(),
         }
     }
 }
-
-/// How often a sync waiting for another process's lease tries again.
-const LEASE_POLL: Duration = Duration::from_secs(1);
 
 /// What one sync did.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -85,6 +91,8 @@ pub struct Booker {
     limiters: Limiters,
     breakers: Mutex<HashMap<CompanyId, Breaker>>,
     locks: Mutex<HashMap<CompanyId, Arc<tokio::sync::Mutex<()>>>>,
+    /// Appointments waiting for another process's lease; the reconciler syncs them.
+    pub parked: Parked,
     pub metrics: BookingMetrics,
     shutdown: CancellationToken,
 }
@@ -102,6 +110,7 @@ impl Booker {
             limiters: Limiters::new(),
             breakers: Mutex::new(HashMap::new()),
             locks: Mutex::new(HashMap::new()),
+            parked: Parked::default(),
             metrics,
             shutdown,
         }
@@ -148,13 +157,18 @@ impl Booker {
     ) -> Result<SyncOutcome, StoreError> {
         let lock = self.tenant_lock(company_id);
         let _serial = lock.lock().await;
-        let mut lease = match self.lease(store, clock, company_id, appointment_id).await? {
-            Ok(lease) => lease,
-            Err(outcome) => {
+        let worker_id = self.settings.worker_id;
+        let acquired =
+            SyncLease::acquire(store, clock, worker_id, company_id, appointment_id).await?;
+        let mut lease = match acquired {
+            Acquired::Held(lease) => lease,
+            Acquired::Elsewhere { until } => {
+                let outcome = self.parked.defer(clock, company_id, appointment_id, until);
                 self.count(&outcome);
                 return Ok(outcome);
             }
         };
+        self.parked.unpark(company_id, appointment_id);
         let result = self
             .sync_leased(store, clock, company_id, appointment_id, &mut lease)
             .await;
@@ -162,38 +176,6 @@ impl Booker {
         let outcome = result?;
         self.count(&outcome);
         Ok(outcome)
-    }
-
-    /// Takes the appointment's sync lease, waiting while another process holds it: it is
-    /// released when that sync ends, or runs out after [`LEASE`] when its holder died (a
-    /// worker killed mid-sync), so the wait is bounded. `Err` with the outcome to report when
-    /// it stays held past that (a clock far off) or shutdown begins.
-    async fn lease(
-        &self,
-        store: &dyn StateStore,
-        clock: &dyn Clock,
-        company_id: CompanyId,
-        appointment_id: Uuid,
-    ) -> Result<Result<SyncLease, SyncOutcome>, StoreError> {
-        let give_up = Instant::now() + LEASE.to_std().unwrap_or_default() + LEASE_POLL;
-        loop {
-            if let Some(lease) =
-                SyncLease::acquire(store, clock, company_id, appointment_id).await?
-            {
-                return Ok(Ok(lease));
-            }
-            if Instant::now() >= give_up {
-                return Ok(Err(SyncOutcome::Deferred {
-                    reason: "another process kept syncing this appointment; kept as pending_sync"
-                        .into(),
-                }));
-            }
-            tracing::debug!(company_id = %company_id, appointment_id = %appointment_id, "appointment sync leased elsewhere; waiting");
-            tokio::select! {
-                _ = tokio::time::sleep(LEASE_POLL) => {}
-                _ = self.shutdown.cancelled() => return Ok(Err(SyncOutcome::Interrupted)),
-            }
-        }
     }
 
     async fn sync_leased(

@@ -9,6 +9,13 @@
 //! `calcom-sync:<appointment id>`, taken before the appointment is read and released when the
 //! sync ends. A holder that crashed loses it after [`LEASE`]; whoever takes it over then sees
 //! the stored `sync_attempts` and looks the booking up before creating.
+//!
+//! The holder is derived from the worker's identity and the appointment
+//! ([`holder_for`]), so a worker restarted with the same identity takes its previous
+//! incarnation's leases over at once (a claim by the same holder is taken over) instead of
+//! waiting [`LEASE`] out. That is safe because one identity is one live process at a time
+//! (embedded: the data dir's worker lock), and inside a process the booker's per-tenant lock
+//! already keeps two syncs of one appointment apart.
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
@@ -39,6 +46,23 @@ pub enum Hold {
     Lost,
 }
 
+/// What [`SyncLease::acquire`] got.
+#[derive(Debug)]
+pub enum Acquired {
+    Held(SyncLease),
+    /// Another process holds it, until about `until` (by the store's record) unless it
+    /// releases it sooner.
+    Elsewhere {
+        until: DateTime<Utc>,
+    },
+}
+
+/// The lease holder of `worker_id` for one appointment: the same for every incarnation of
+/// that worker, different for every other worker.
+pub fn holder_for(worker_id: Uuid, appointment_id: Uuid) -> EventId {
+    EventId(Uuid::new_v5(&worker_id, appointment_id.as_bytes()))
+}
+
 /// A held lease. Release it with [`SyncLease::release`].
 #[derive(Debug)]
 pub struct SyncLease {
@@ -50,20 +74,31 @@ pub struct SyncLease {
 }
 
 impl SyncLease {
-    /// Takes the lease on `appointment_id`; `None` while another process holds it.
+    /// Takes the lease on `appointment_id` for `worker_id` (also when an earlier
+    /// incarnation of this worker left it held).
     pub async fn acquire(
         store: &dyn StateStore,
         clock: &dyn Clock,
+        worker_id: Uuid,
         company_id: CompanyId,
         appointment_id: Uuid,
-    ) -> Result<Option<Self>, StoreError> {
+    ) -> Result<Acquired, StoreError> {
         let mut lease = SyncLease {
             company_id,
             key: format!("{KEY_PREFIX}{appointment_id}"),
-            holder: EventId::new(),
+            holder: holder_for(worker_id, appointment_id),
             safe_until: clock.now(),
         };
-        Ok(lease.claim(store, clock).await?.then_some(lease))
+        if lease.claim(store, clock).await? {
+            return Ok(Acquired::Held(lease));
+        }
+        // Released since the claim failed: due at once.
+        let now = clock.now();
+        let until = match store.dedup_entry(company_id, &lease.key, now).await? {
+            Some(entry) if !entry.completed => entry.lease_until.max(now),
+            _ => now,
+        };
+        Ok(Acquired::Elsewhere { until })
     }
 
     /// Whether the lease is still ours: [`Hold::Continuous`] when it was taken recently
@@ -115,178 +150,5 @@ impl SyncLease {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
-    use super::*;
-    use crate::booking::SyncOutcome;
-    use crate::domain::{AppointmentStatus, DedupClaim};
-    use crate::testkit::booking::{rate_limited, BookingFixture, Method};
-    use crate::testkit::yield_turns;
-
-    const MINUTE: Duration = Duration::from_secs(60);
-
-    fn key(id: Uuid) -> String {
-        format!("{KEY_PREFIX}{id}")
-    }
-
-    /// Another process takes the appointment's lease (as a worker of the old owner would).
-    async fn take_lease(f: &BookingFixture, id: Uuid) -> EventId {
-        let (holder, now) = (EventId::new(), f.clock.now());
-        let claim = f
-            .store
-            .dedup_claim(ClaimRequest {
-                company_id: f.company,
-                key: &key(id),
-                holder,
-                now,
-                lease_until: now + LEASE,
-                expires_at: now + LEASE,
-            })
-            .await
-            .unwrap();
-        assert_eq!(
-            claim,
-            DedupClaim::Claimed,
-            "the other process gets the lease"
-        );
-        holder
-    }
-
-    /// The other process (holding the lease as `other`) books the appointment and releases.
-    async fn book_elsewhere(f: &BookingFixture, id: Uuid, other: EventId) {
-        let mut booked = f.appointment(id).await;
-        booked.status = AppointmentStatus::Scheduled;
-        booked.calcom_uid = Some("bk_other".into());
-        booked.version += 1;
-        assert!(f.store.upsert_appointment(&booked).await.unwrap());
-        f.store
-            .dedup_release(f.company, &key(id), other)
-            .await
-            .unwrap();
-    }
-
-    fn deferred(outcome: SyncOutcome) -> String {
-        match outcome {
-            SyncOutcome::Deferred { reason } => reason,
-            other => panic!("expected Deferred, got {other:?}"),
-        }
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_sync_waits_for_a_lease_held_elsewhere_until_it_runs_out() {
-        let f = BookingFixture::new().await;
-        let id = f.add_pending().await;
-        take_lease(&f, id).await;
-
-        let waiting = f.spawn_sync(id);
-        yield_turns(10).await;
-        tokio::time::advance(Duration::from_secs(50)).await;
-        yield_turns(10).await;
-        assert!(!waiting.is_finished(), "it waits while the lease is held");
-        assert_eq!(f.api.total_calls(), 0);
-        assert_eq!(
-            f.appointment(id).await.status,
-            AppointmentStatus::PendingSync
-        );
-
-        // The holder died: its lease runs out and this process takes over.
-        tokio::time::advance(Duration::from_secs(11)).await;
-        yield_turns(10).await;
-        assert!(waiting.is_finished());
-        assert!(matches!(
-            waiting.await.unwrap().unwrap(),
-            SyncOutcome::Booked { .. }
-        ));
-        assert_eq!(f.api.calls(Method::Create), 1);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_sync_released_elsewhere_finds_the_appointment_booked_and_sends_nothing() {
-        let f = BookingFixture::new().await;
-        let id = f.add_pending().await;
-        let other = take_lease(&f, id).await;
-        let waiting = f.spawn_sync(id);
-        yield_turns(10).await;
-
-        book_elsewhere(&f, id, other).await;
-        tokio::time::advance(Duration::from_secs(1)).await;
-        yield_turns(10).await;
-
-        assert!(matches!(
-            waiting.await.unwrap().unwrap(),
-            SyncOutcome::NothingToDo(_)
-        ));
-        assert_eq!(f.api.total_calls(), 0);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn every_sync_releases_its_lease() {
-        let f = BookingFixture::new().await;
-        let id = f.add_pending().await;
-        assert!(matches!(f.sync(id).await, SyncOutcome::Booked { .. }));
-        let entry = f
-            .store
-            .dedup_entry(f.company, &key(id), f.clock.now())
-            .await
-            .unwrap();
-        assert_eq!(entry, None, "the lease is released");
-    }
-
-    /// A sync waits ten minutes for the rate limit (a 429 on another appointment), so its
-    /// lease runs out. Another process then either still holds the lease when the wait ends
-    /// (`still_held`), or took it, booked the appointment and released it.
-    async fn lapsed_while_waiting(still_held: bool) -> (BookingFixture, Uuid, SyncOutcome) {
-        let f = BookingFixture::new().await;
-        let first = f.add_pending().await;
-        let id = f.add_pending().await;
-        f.api.fail_create(rate_limited(10 * MINUTE));
-        assert!(matches!(f.sync(first).await, SyncOutcome::Transient { .. }));
-
-        let waiting = f.spawn_sync(id);
-        yield_turns(10).await;
-        tokio::time::advance(6 * MINUTE).await;
-        yield_turns(10).await;
-        if still_held {
-            // Taken at 9:30, so still held when the wait ends at 10:00.
-            tokio::time::advance(3 * MINUTE + MINUTE / 2).await;
-            take_lease(&f, id).await;
-            tokio::time::advance(MINUTE / 2).await;
-        } else {
-            let other = take_lease(&f, id).await;
-            book_elsewhere(&f, id, other).await;
-            tokio::time::advance(4 * MINUTE).await;
-        }
-        yield_turns(10).await;
-        assert!(waiting.is_finished());
-        let outcome = waiting.await.unwrap().unwrap();
-        (f, id, outcome)
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_lease_retaken_after_another_process_synced_sends_nothing() {
-        let (f, id, outcome) = lapsed_while_waiting(false).await;
-        let reason = deferred(outcome);
-        assert!(reason.contains("meanwhile"), "{reason}");
-        assert_eq!(
-            f.api.calls(Method::Create),
-            1,
-            "only the rate-limited create"
-        );
-        assert_eq!(
-            f.appointment(id).await.calcom_uid.as_deref(),
-            Some("bk_other")
-        );
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_lease_held_by_another_process_at_send_time_sends_nothing() {
-        let (f, _, outcome) = lapsed_while_waiting(true).await;
-        deferred(outcome);
-        assert_eq!(
-            f.api.calls(Method::Create),
-            1,
-            "only the rate-limited create"
-        );
-    }
-}
+#[path = "lease_tests.rs"]
+mod tests;

@@ -7,6 +7,7 @@ pub mod breaker;
 pub mod lease;
 pub mod limiter;
 pub mod metrics;
+pub mod parked;
 pub mod request;
 
 pub use api::{

@@ -358,6 +358,21 @@ impl BookingFixture {
         }
     }
 
+    /// Another booker over the same fake Cal.com, as a process of its own (fresh rate
+    /// limiters and breakers) whose worker identity is `worker_id`.
+    pub fn booker_of_worker(&self, worker_id: Uuid) -> Arc<Booker> {
+        let settings = BookingSettings {
+            worker_id,
+            ..BookingSettings::default()
+        };
+        Arc::new(Booker::new(
+            Arc::clone(&self.api) as Arc<dyn BookingApi>,
+            settings,
+            BookingMetrics::unregistered(),
+            self.shutdown.clone(),
+        ))
+    }
+
     /// A `pending_sync` appointment of the branch (not stored), last changed `age` ago.
     pub fn pending(&self, age: Duration) -> Appointment {
         let at = crate::clock::Clock::now(&*self.clock)
@@ -420,10 +435,19 @@ impl BookingFixture {
 
     /// Runs one sync of the appointment in a task of its own.
     pub fn spawn_sync(&self, id: Uuid) -> JoinHandle<Result<SyncOutcome, StoreError>> {
+        self.spawn_sync_on(&self.booker, id)
+    }
+
+    /// Runs one sync of the appointment on `booker`, in a task of its own.
+    pub fn spawn_sync_on(
+        &self,
+        booker: &Arc<Booker>,
+        id: Uuid,
+    ) -> JoinHandle<Result<SyncOutcome, StoreError>> {
         let (store, clock, booker) = (
             Arc::clone(&self.store),
             Arc::clone(&self.clock),
-            Arc::clone(&self.booker),
+            Arc::clone(booker),
         );
         let company = self.company;
         tokio::spawn(async move { booker.sync(&*store, &*clock, company, id).await })
