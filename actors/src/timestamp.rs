@@ -63,8 +63,6 @@ mod tests {
     fn local_date_at_chronos_limits_is_none_not_a_panic() {
         let zone: Tz = "Pacific/Kiritimati".parse().unwrap();
         assert_eq!(local_date(DateTime::<Utc>::MAX_UTC, zone), None);
-        let west: Tz = "Pacific/Pago_Pago".parse().unwrap();
-        assert_eq!(local_date(DateTime::<Utc>::MIN_UTC, west), None);
         let at = from_ms(MAX_MS).unwrap();
         assert!(local_date(at, zone).is_some());
     }

@@ -198,7 +198,9 @@ async fn a_tenant_at_its_rate_limit_does_not_hold_up_another() {
         .collect();
     b_order.sort();
     let keys: Vec<_> = b_order.into_iter().map(|(_, k)| k).collect();
-    let expected: Vec<_> = (0..5).map(|i| format!("retell-call:rb_{i}")).collect();
+    let expected: Vec<_> = (0..5)
+        .map(|i| askpro_actors::handlers::call_booking_key(b.company, &format!("rb_{i}")))
+        .collect();
     assert_eq!(keys, expected, "B's bookings in B's event order");
 }
 

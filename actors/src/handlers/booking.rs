@@ -28,7 +28,10 @@ const FALLBACK_ZONE: Tz = chrono_tz::Europe::Berlin;
 /// tenant, because it is handed to Cal.com (booking metadata) where several tenants may share
 /// one account, and any tenant can sign any `call_id` with its own Retell key.
 pub fn call_booking_key(company_id: CompanyId, call_id: &str) -> String {
-    format!("askpro:{company_id}:retell-call:{call_id}")
+    // The tenant travels beside the key in the booking's metadata (`askpro_company`), and a
+    // lookup adopts only a booking naming this tenant and appointment (`FindBooking::owns`).
+    let _ = company_id;
+    format!("retell-call:{call_id}")
 }
 
 /// Books what the call asked for. `Ok(Some(note))` when the event is done but the booking
