@@ -3,7 +3,6 @@
 //! every booking lands well within the lease's 60 s, each exactly once.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 
 use askpro::calcom::fake::{FakeCalcom, FakeConfig, Faults};
@@ -13,25 +12,15 @@ use askpro_actors::domain::AppointmentStatus;
 use askpro_actors::StateStore;
 
 use crate::booking::{analyzed, connect_calcom};
-use crate::crash::{free_port, wait_up, Proc};
+use crate::booking_faults::distinct_keys;
+use crate::crash::{free_port, spawn_role, wait_up, Proc};
 use crate::harness::*;
 
 const TENANTS: usize = 15;
 const BOOKINGS: usize = 150;
 
 fn spawn_serve(dir: &Path, port: u16) -> Proc {
-    let child = Command::new(env!("CARGO_BIN_EXE_askpro"))
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .arg("--data-dir")
-        .arg(dir)
-        .env("ASKPRO_LOG__PARTITIONS", "4")
-        .env("ASKPRO_PIPELINE__COMMIT_INTERVAL_MS", "50")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn askpro");
-    Proc(child)
+    spawn_role("serve", dir, port)
 }
 
 /// A distinct slot per call (the fake refuses two bookings of one host at one start).
@@ -141,11 +130,5 @@ async fn sigkill_with_bookings_mid_sync_restarts_without_waiting_out_its_own_lea
         BOOKINGS,
         "exactly one cal.com booking per call"
     );
-    let mut keys: Vec<_> = bookings
-        .iter()
-        .filter_map(|b| b.metadata.get("askpro_key").cloned())
-        .collect();
-    keys.sort();
-    keys.dedup();
-    assert_eq!(keys.len(), BOOKINGS, "no call booked twice");
+    assert_eq!(distinct_keys(&bookings), BOOKINGS, "no call booked twice");
 }

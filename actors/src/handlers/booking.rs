@@ -16,7 +16,6 @@ use crate::catalog::{
 };
 use crate::domain::{Appointment, AppointmentStatus, Branch, Call};
 use crate::extract::{self, AppointmentRequest};
-use crate::ids::CompanyId;
 use crate::phone;
 use crate::record::StoredRecord;
 
@@ -24,13 +23,11 @@ use crate::record::StoredRecord;
 const FALLBACK_ZONE: Tz = chrono_tz::Europe::Berlin;
 
 /// The idempotency key of the booking a call asks for: one per call, whichever of its
-/// events (`call_ended`, `call_analyzed`, a retry, a replay) gets there first. It names the
-/// tenant, because it is handed to Cal.com (booking metadata) where several tenants may share
-/// one account, and any tenant can sign any `call_id` with its own Retell key.
-pub fn call_booking_key(company_id: CompanyId, call_id: &str) -> String {
-    // The tenant travels beside the key in the booking's metadata (`askpro_company`), and a
-    // lookup adopts only a booking naming this tenant and appointment (`FindBooking::owns`).
-    let _ = company_id;
+/// events (`call_ended`, `call_analyzed`, a retry, a replay) gets there first. Several tenants
+/// may share one Cal.com account and any tenant can sign any `call_id`, so the tenant and the
+/// appointment travel beside the key in the booking's metadata, and a lookup adopts only a
+/// booking naming both (`FindBooking::owns`).
+pub fn call_booking_key(call_id: &str) -> String {
     format!("retell-call:{call_id}")
 }
 
@@ -64,7 +61,7 @@ pub(super) async fn book_from_call(
         Ok(None) => return Ok(None),
         Err(e) => return Err(HandlerError::Permanent(e.to_string())),
     };
-    let key = call_booking_key(record.meta.company_id, &call.call_id);
+    let key = call_booking_key(&call.call_id);
     let appointment_id = match ctx
         .store
         .appointment_by_key(record.meta.company_id, &key)
