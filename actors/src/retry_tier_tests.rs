@@ -345,7 +345,7 @@ async fn a_transiently_failing_booking_walks_the_tiers_then_is_dead_lettered() {
     );
     let appointment = f
         .store
-        .appointment_by_key(f.company, &call_booking_key("call_1"))
+        .appointment_by_key(f.company, &call_booking_key(f.company, "call_1"))
         .await
         .unwrap()
         .expect("the call's appointment is stored");

@@ -138,7 +138,7 @@ async fn call_analyzed_books_once_at_the_right_utc_instant_across_dst() {
     );
     assert_eq!(
         bookings[0].metadata.get("askpro_key").map(String::as_str),
-        Some(askpro_actors::handlers::call_booking_key("call_dst").as_str())
+        Some(askpro_actors::handlers::call_booking_key(t.company, "call_dst").as_str())
     );
     // The collected phone is used; the anonymous caller id is never turned into one.
     assert_eq!(booked[0].attendee_phone.as_deref(), Some("+4915123456789"));

@@ -1231,7 +1231,10 @@ async fn kafka_retry_tier_recovers_when_calcom_comes_back() {
     assert_eq!(bookings.len(), 1, "booked exactly once: {bookings:?}");
     assert_eq!(
         bookings[0].metadata.get("askpro_key").map(String::as_str),
-        Some("retell-call:call_kafka_retry")
+        Some(
+            askpro_actors::handlers::call_booking_key(run.tenant.company, "call_kafka_retry")
+                .as_str()
+        )
     );
     let appointments = run.store.appointments(run.tenant.company).await.unwrap();
     assert_eq!(appointments.len(), 1);

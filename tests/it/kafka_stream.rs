@@ -203,7 +203,7 @@ pub async fn post_to(
     ))
 }
 
-/// The Cal.com bookings of the fake per idempotency key (`retell-call:<call id>`).
+/// The Cal.com bookings of the fake per idempotency key (`call_booking_key`).
 pub fn bookings_per_call(fake: &FakeCalcom) -> HashMap<String, usize> {
     let mut per_call: HashMap<String, usize> = HashMap::new();
     for booking in fake.bookings() {
@@ -267,7 +267,7 @@ pub async fn assert_exactly_once(
     let per_call = bookings_per_call(fake);
     let booking_calls: Vec<&Acked> = acked.iter().filter(|a| a.books).collect();
     for a in &booking_calls {
-        let key = format!("retell-call:{}", a.call_id);
+        let key = askpro_actors::handlers::call_booking_key(a.company, &a.call_id);
         assert_eq!(
             per_call.get(&key).copied().unwrap_or(0),
             1,

@@ -4,7 +4,8 @@
 
 use askpro::calcom::fake::{FakeCalcom, FakeConfig, FaultUpdate};
 use askpro_actors::booking::{APPOINTMENT_METADATA_KEY, COMPANY_METADATA_KEY};
-use askpro_actors::domain::{AppointmentStatus, EventStatus};
+use askpro_actors::domain::{Appointment, AppointmentStatus, EventStatus};
+use askpro_actors::handlers::call_booking_key;
 use askpro_actors::StateStore;
 use serde_json::json;
 
@@ -63,6 +64,61 @@ async fn a_retried_booking_never_adopts_another_tenants_booking_of_the_same_call
         e_booking.metadata.get(COMPANY_METADATA_KEY),
         Some(&e.company.to_string())
     );
+    // The key we hand to Cal.com names the tenant too: one call id, two distinct keys.
+    let keys: Vec<_> = bookings
+        .iter()
+        .map(|b| b.metadata["askpro_key"].clone())
+        .collect();
+    for (t, key) in [(&c, &keys[0]), (&e, &keys[1])] {
+        let expected = call_booking_key(t.company, "call_shared");
+        assert!(keys.contains(&expected), "{key}: no key {expected}");
+        assert!(expected.contains(&t.company.to_string()));
+    }
+    assert_ne!(keys[0], keys[1]);
+}
+
+#[tokio::test]
+async fn a_replay_of_a_call_booked_under_the_pre_tenant_key_books_nothing_again() {
+    let (fake, server, c, _e) = two_tenants_on_one_account().await;
+    let store = server.store.as_ref();
+    // A call an older release booked: its row carries the key without the tenant.
+    let now = chrono::Utc::now();
+    let start = chrono::DateTime::parse_from_rfc3339("2027-06-23T07:00:00Z").unwrap();
+    let legacy = Appointment {
+        company_id: c.company,
+        id: uuid::Uuid::now_v7(),
+        calcom_uid: Some("uid_legacy".into()),
+        branch_id: Some(c.branch),
+        service_id: None,
+        customer_id: None,
+        status: AppointmentStatus::Scheduled,
+        start_at: Some(start.into()),
+        end_at: Some((start + chrono::Duration::minutes(30)).into()),
+        title: Some("Standardberatung".into()),
+        attendee_name: Some("Hans Robert".into()),
+        attendee_email: None,
+        attendee_phone: Some("+4915123456789".into()),
+        timezone: Some("Europe/Berlin".into()),
+        rescheduled_to_uid: None,
+        idempotency_key: Some("retell-call:call_legacy".into()),
+        sync_attempts: 1,
+        last_error: None,
+        source_event: askpro_actors::EventId::new(),
+        version: now.timestamp_millis(),
+        created_at: now,
+        updated_at: now,
+    };
+    store.upsert_appointment(&legacy).await.unwrap();
+
+    // Its call_analyzed delivered again after the upgrade (a replay).
+    let body = analyzed("call_legacy", &c.phone, "2027-06-23 09:00");
+    server.post_retell(c.company, &body, &c.retell_secret).await;
+    let events = server.settled_events(c.company, 1).await;
+    assert_eq!(events[0].status, EventStatus::Processed, "{events:?}");
+    assert!(fake.bookings().is_empty(), "booked again under the new key");
+    let rows = store.appointments(c.company).await.unwrap();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0].id, legacy.id);
 }
 
 #[tokio::test]

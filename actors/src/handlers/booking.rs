@@ -16,18 +16,25 @@ use crate::catalog::{
 };
 use crate::domain::{Appointment, AppointmentStatus, Branch, Call};
 use crate::extract::{self, AppointmentRequest};
+use crate::ids::CompanyId;
 use crate::phone;
 use crate::record::StoredRecord;
 
 /// Zone used only to notice appointment data on a call that maps to no branch.
 const FALLBACK_ZONE: Tz = chrono_tz::Europe::Berlin;
 
-/// The idempotency key of the booking a call asks for: one per call, whichever of its
-/// events (`call_ended`, `call_analyzed`, a retry, a replay) gets there first. Several tenants
-/// may share one Cal.com account and any tenant can sign any `call_id`, so the tenant and the
-/// appointment travel beside the key in the booking's metadata, and a lookup adopts only a
-/// booking naming both (`FindBooking::owns`).
-pub fn call_booking_key(call_id: &str) -> String {
+/// The idempotency key of the booking a call asks for: one per call and tenant, whichever of
+/// its events (`call_ended`, `call_analyzed`, a retry, a replay) gets there first. Several
+/// tenants may share one Cal.com account and any tenant can sign any `call_id`, so the tenant
+/// is part of the key we store and hand to Cal.com; the appointment travels beside it in the
+/// booking's metadata, and a lookup adopts only a booking naming both (`FindBooking::owns`).
+pub fn call_booking_key(company_id: CompanyId, call_id: &str) -> String {
+    format!("askpro:{company_id}:retell-call:{call_id}")
+}
+
+/// The key releases before the tenant-scoped one stored. Only read, never written: a replay of
+/// a call booked by such a release finds its appointment instead of booking it again.
+fn legacy_call_booking_key(call_id: &str) -> String {
     format!("retell-call:{call_id}")
 }
 
@@ -43,8 +50,9 @@ pub(super) async fn book_from_call(
     let Some(branch) = branch_of(ctx, call).await? else {
         return match extract::extract(call_json, anchor, FALLBACK_ZONE) {
             Ok(Some(_)) => Err(HandlerError::Permanent(format!(
-                "call {} carries appointment data, but its number {:?} is not a branch of this company",
-                call.call_id, call.to_number
+                "call {} carries appointment data, but its number {} is not a branch of this company",
+                call.call_id,
+                call.to_number.as_deref().unwrap_or("(none)")
             ))),
             Ok(None) => Ok(None),
             Err(e) => Err(HandlerError::Permanent(e.to_string())),
@@ -61,11 +69,8 @@ pub(super) async fn book_from_call(
         Ok(None) => return Ok(None),
         Err(e) => return Err(HandlerError::Permanent(e.to_string())),
     };
-    let key = call_booking_key(&call.call_id);
-    let appointment_id = match ctx
-        .store
-        .appointment_by_key(record.meta.company_id, &key)
-        .await?
+    let key = call_booking_key(record.meta.company_id, &call.call_id);
+    let appointment_id = match existing_appointment(ctx, record.meta.company_id, call, &key).await?
     {
         Some(existing) if retryable(&existing) => reopen(ctx, existing).await?,
         Some(existing) => existing.id,
@@ -86,6 +91,20 @@ pub(super) async fn book_from_call(
         SyncOutcome::Permanent { reason } => Err(HandlerError::Permanent(reason)),
         SyncOutcome::Interrupted => Err(HandlerError::Interrupted),
     }
+}
+
+/// The call's appointment under its key, or under the key an older release stored.
+async fn existing_appointment(
+    ctx: &HandlerCtx<'_>,
+    company_id: CompanyId,
+    call: &Call,
+    key: &str,
+) -> Result<Option<Appointment>, HandlerError> {
+    if let Some(found) = ctx.store.appointment_by_key(company_id, key).await? {
+        return Ok(Some(found));
+    }
+    let legacy = legacy_call_booking_key(&call.call_id);
+    Ok(ctx.store.appointment_by_key(company_id, &legacy).await?)
 }
 
 /// A `failed` appointment that never reached Cal.com (no uid): its event runs again (a

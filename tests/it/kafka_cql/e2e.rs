@@ -173,12 +173,17 @@ async fn kafka_cql_serve_end_to_end_books_once_and_records_every_event() {
         tokio::time::sleep(Duration::from_millis(500)).await;
         let per_call = bookings_per_call(&fake);
         assert_eq!(
-            per_call.get("retell-call:call_kcql_0"),
+            per_call.get(&askpro_actors::handlers::call_booking_key(
+                tenants[0].company,
+                "call_kcql_0"
+            )),
             Some(&1),
             "{per_call:?}"
         );
         assert_eq!(
-            per_call.get(&format!("retell-call:{call_id}")),
+            per_call.get(&askpro_actors::handlers::call_booking_key(
+                t.company, call_id
+            )),
             Some(&1),
             "the burst booked once: {per_call:?} ({} deliveries accepted)",
             burst.len()
@@ -241,7 +246,11 @@ async fn assert_exactly_once_retell(
     let booking_calls: Vec<&Acked> = acked.iter().filter(|a| a.books).collect();
     for a in &booking_calls {
         assert_eq!(
-            per_call.get(&format!("retell-call:{}", a.call_id)).copied(),
+            per_call
+                .get(&askpro_actors::handlers::call_booking_key(
+                    a.company, &a.call_id
+                ))
+                .copied(),
             Some(1),
             "exactly one Cal.com booking for {}: {per_call:?}",
             a.call_id
@@ -255,7 +264,11 @@ async fn assert_exactly_once_retell(
             assert_eq!(a.status, AppointmentStatus::Scheduled, "{a:?}");
             match &a.idempotency_key {
                 Some(key) => {
-                    assert!(key.starts_with("retell-call:"), "{a:?}");
+                    let call_key = key.rsplit_once(":retell-call:");
+                    assert!(
+                        call_key.is_some_and(|(scope, _)| scope == format!("askpro:{company}")),
+                        "our key names our tenant: {a:?}"
+                    );
                     ours += 1;
                 }
                 None => {
