@@ -74,12 +74,22 @@ pub(crate) struct BodyTemplate {
 }
 
 impl BodyTemplate {
-    /// Builds the template of tenant number `tenant`, for a call that ended just before `now_ms`.
+    /// The usual two-KiB call of tenant number `tenant`.
+    #[cfg(test)]
     pub(crate) fn new(tenant: usize, now_ms: i64) -> Self {
-        let transcript: String = TRANSCRIPT
+        Self::with_transcript(tenant, now_ms, 0)
+    }
+
+    /// Builds the template of tenant number `tenant`, for a call that ended just before
+    /// `now_ms`, with the transcript repeated until it has at least `transcript_bytes` bytes
+    /// (a long call: the large bodies of the memory benchmark; 0 keeps it at one telling).
+    pub(crate) fn with_transcript(tenant: usize, now_ms: i64, transcript_bytes: usize) -> Self {
+        let once: String = TRANSCRIPT
             .iter()
             .map(|(role, text)| format!("{}: {text}\n", capitalize(role)))
             .collect();
+        let repeats = transcript_bytes.div_ceil(once.len()).max(1);
+        let transcript = once.repeat(repeats);
         let agent_id = format!("agent_lg_{tenant:026x}");
         let to_number = format!("+4930{:08}", 30_000_000 + tenant % 10_000_000);
         let from_number = format!("+49151{:08}", 10_000_000 + tenant % 10_000_000);
@@ -177,6 +187,20 @@ mod tests {
             .as_str()
             .unwrap()
             .starts_with("Agent: Guten Tag!"));
+    }
+
+    #[test]
+    fn a_long_transcript_makes_a_large_body_that_still_parses() {
+        let body = BodyTemplate::with_transcript(0, 0, 256 * 1024).fresh();
+        assert!(body.len() > 256 * 1024, "body is {} bytes", body.len());
+        // JSON escapes each line's newline, and the rest of the call adds two KiB.
+        assert!(
+            body.len() < 256 * 1024 * 21 / 20,
+            "body is {} bytes",
+            body.len()
+        );
+        let value: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert!(value["call"]["transcript"].as_str().unwrap().len() >= 256 * 1024);
     }
 
     #[test]

@@ -77,6 +77,11 @@ pub struct LoadgenArgs {
     #[arg(long, value_enum, default_value_t = Scenario::CallEnded)]
     pub scenario: Scenario,
 
+    /// `call-ended`: repeat the transcript until it has at least this many bytes, for large
+    /// bodies (0: the usual two-KiB call). Must stay under the server's body limit.
+    #[arg(long, default_value_t = 0, value_parser = RangedU64ValueParser::<usize>::new().range(0..=16 * 1024 * 1024))]
+    pub transcript_bytes: usize,
+
     /// Print the final report as JSON on stdout instead of text.
     #[arg(long)]
     pub json: bool,
@@ -98,6 +103,7 @@ impl Default for LoadgenArgs {
             duplicate_ratio: 0.0,
             path_template: "/webhooks/retell/{company_id}".to_owned(),
             scenario: Scenario::CallEnded,
+            transcript_bytes: 0,
             json: false,
             quiet: false,
         }

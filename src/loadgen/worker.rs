@@ -67,7 +67,7 @@ impl Plan {
                 Ok(TenantPlan {
                     url,
                     secret: tenant.secret.clone(),
-                    template: BodyTemplate::new(i, now_ms),
+                    template: BodyTemplate::with_transcript(i, now_ms, args.transcript_bytes),
                     inbound: (args.scenario == Scenario::Inbound)
                         .then(|| inbound_body(i, tenant.phone.as_deref())),
                     booking: (args.scenario == Scenario::Booking)
