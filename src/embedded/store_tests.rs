@@ -43,6 +43,7 @@ fn appointment(company_id: CompanyId, uid: Option<&str>, version: i64) -> Appoin
         version,
         created_at: at(0),
         updated_at: at(version),
+        contact_source: None,
     }
 }
 
