@@ -35,6 +35,10 @@ pub struct Branch {
     /// Where this branch books; `None` until `askpro branch set-calcom`.
     pub calcom: Option<CalcomConfig>,
     pub created_at: DateTime<Utc>,
+    /// The attendee email Cal.com gets for a caller who left no phone or email (anonymous
+    /// number, nothing said); `None` fails such bookings. `askpro branch update --fallback-email`.
+    #[serde(default)]
+    pub fallback_email: Option<String>,
 }
 
 /// Global lookup row: phone number → owner. Holds nothing beyond the pointer.
@@ -271,4 +275,58 @@ pub struct Appointment {
     pub version: i64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// Where the attendee's phone or email came from, for appointments made from a call;
+    /// `None` for bookings made in Cal.com and for a caller who left no contact at a branch
+    /// without a fallback.
+    #[serde(default)]
+    pub contact_source: Option<ContactSource>,
+}
+
+/// Where an appointment's attendee contact came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ContactSource {
+    /// The caller's own number (`from_number`).
+    Caller,
+    /// A callback number or email the caller gave during the call (analysis, collected
+    /// variables, tool-call arguments).
+    CallData,
+    /// The caller left no contact: the branch's fallback email stands in.
+    BranchFallback,
+}
+
+impl ContactSource {
+    pub const ALL: [ContactSource; 3] = [
+        ContactSource::Caller,
+        ContactSource::CallData,
+        ContactSource::BranchFallback,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ContactSource::Caller => "caller",
+            ContactSource::CallData => "call_data",
+            ContactSource::BranchFallback => "branch_fallback",
+        }
+    }
+}
+
+impl fmt::Display for ContactSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for ContactSource {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        ContactSource::ALL
+            .into_iter()
+            .find(|c| c.as_str() == s)
+            .ok_or_else(|| {
+                format!(
+                    "unknown contact source {s:?} (expected caller, call_data or branch_fallback)"
+                )
+            })
+    }
 }

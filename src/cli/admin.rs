@@ -67,7 +67,7 @@ pub enum BranchCmd {
     },
     /// Connect a branch to Cal.com (its API key and event type); the key is never printed.
     SetCalcom(super::catalog::SetCalcomArgs),
-    /// Change a branch's phone number, Retell agent, name or time zone.
+    /// Change a branch's phone number, Retell agent, name, time zone or fallback email.
     Update(super::catalog::UpdateBranchArgs),
 }
 
@@ -178,6 +178,7 @@ pub async fn branch(config: &Config, cmd: BranchCmd) -> Result<()> {
                 retell_agent_id: agent_id,
                 calcom: None,
                 created_at: chrono::Utc::now(),
+                fallback_email: None,
             };
             store.create_branch(&branch).await?;
             emit(json, &branch, |b| {
@@ -194,7 +195,13 @@ pub async fn branch(config: &Config, cmd: BranchCmd) -> Result<()> {
             emit(json, &shown, |_| {
                 branches
                     .iter()
-                    .map(|b| format!("{}  {}  {}  {}", b.id, b.phone, b.timezone, b.name))
+                    .map(|b| {
+                        let fallback = b.fallback_email.as_deref().unwrap_or("-");
+                        format!(
+                            "{}  {}  {}  {}  fallback-email {fallback}",
+                            b.id, b.phone, b.timezone, b.name
+                        )
+                    })
                     .collect::<Vec<_>>()
                     .join("\n")
             })

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use anyhow::{bail, Result};
 use askpro_actors::catalog::{Assignment, Service, Staff};
-use askpro_actors::domain::{Appointment, AppointmentStatus};
+use askpro_actors::domain::{Appointment, AppointmentStatus, ContactSource};
 use askpro_actors::{BranchId, CompanyId, StateStore};
 use chrono::{DateTime, SecondsFormat, Utc};
 use clap::Subcommand;
@@ -290,13 +290,15 @@ pub async fn appointments(config: &Config, cmd: AppointmentsCmd) -> Result<()> {
             let start = a.start_at.map_or("-".to_owned(), rfc3339);
             let who = a.attendee_name.as_deref().unwrap_or("-");
             let uid = a.calcom_uid.as_deref().unwrap_or("-");
+            let contact = a.contact_source.map_or("-", |c| c.as_str());
             format!(
-                "{}  {}  {}  {}  {}",
+                "{}  {}  {}  {}  {}  contact {}",
                 a.id,
                 a.status.as_str(),
                 start,
                 who,
-                uid
+                uid,
+                contact
             )
         }))
     })
@@ -313,6 +315,8 @@ fn shown_appointment(a: &Appointment) -> Value {
         "service_id": a.service_id,
         "customer_id": a.customer_id,
         "attendee_name": a.attendee_name,
+        "contact_source": a.contact_source.map(|c| c.as_str()),
+        "caller_left_no_contact": a.contact_source == Some(ContactSource::BranchFallback),
         "timezone": a.timezone,
         "last_error": a.last_error,
         "sync_attempts": a.sync_attempts,

@@ -1,10 +1,11 @@
 //! `askpro branch set-calcom` and `askpro branch update`: a branch's Cal.com connection,
-//! Retell agent, phone number, name and time zone.
+//! Retell agent, phone number, name, time zone and fallback email.
 
 use anyhow::{anyhow, bail, Context, Result};
 use askpro_actors::catalog::{CalcomConfig, DEFAULT_CALCOM_BASE_URL};
 use askpro_actors::domain::Branch;
 use askpro_actors::error::StoreError;
+use askpro_actors::extract::contact;
 use askpro_actors::{phone, BranchId, StateStore};
 use clap::Args;
 use serde_json::{json, Value};
@@ -54,6 +55,14 @@ pub struct UpdateBranchArgs {
     /// IANA time zone.
     #[arg(long)]
     timezone: Option<String>,
+    /// Attendee email for callers who leave no phone or email (anonymous number, nothing
+    /// said): Cal.com books them under it, noting that the caller left no contact. Without
+    /// one, such calls fail.
+    #[arg(long, value_name = "EMAIL", conflicts_with = "clear_fallback_email")]
+    fallback_email: Option<String>,
+    /// Remove the fallback email: calls without any contact fail again.
+    #[arg(long)]
+    clear_fallback_email: bool,
     /// Print one JSON document (for scripts) instead of text.
     #[arg(long)]
     json: bool,
@@ -85,6 +94,7 @@ pub(in crate::cli) fn shown_branch(b: &Branch) -> Value {
         "timezone": b.timezone,
         "retell_agent_id": b.retell_agent_id,
         "calcom": calcom,
+        "fallback_email": b.fallback_email,
         "created_at": b.created_at,
     })
 }
@@ -146,12 +156,27 @@ pub(in crate::cli) async fn update_branch(
         agent_id: raw_agent,
         name,
         timezone,
+        fallback_email,
+        clear_fallback_email,
         json,
     } = args;
-    if raw_phone.is_none() && raw_agent.is_none() && name.is_none() && timezone.is_none() {
-        bail!("nothing to update: pass --phone, --agent-id, --name or --timezone");
+    let nothing = raw_phone.is_none()
+        && raw_agent.is_none()
+        && name.is_none()
+        && timezone.is_none()
+        && fallback_email.is_none()
+        && !clear_fallback_email;
+    if nothing {
+        bail!(
+            "nothing to update: pass --phone, --agent-id, --name, --timezone, --fallback-email \
+             or --clear-fallback-email"
+        );
     }
+    let fallback = fallback_email.as_deref().map(checked_email).transpose()?;
     let mut branch = find_branch(store, id).await?;
+    if fallback.is_some() || clear_fallback_email {
+        branch.fallback_email = fallback;
+    }
     if let Some(raw) = &raw_phone {
         branch.phone = phone::normalize(raw, &config.phone.default_region)
             .with_context(|| format!("--phone {raw:?}"))?;
@@ -177,6 +202,13 @@ pub(in crate::cli) async fn update_branch(
             "updated branch {} ({}) with phone {}",
             branch.id, branch.name, branch.phone
         )
+    })
+}
+
+/// `--fallback-email`: what the pipeline accepts as an attendee email, nothing looser.
+fn checked_email(raw: &str) -> Result<String> {
+    contact::email(raw).ok_or_else(|| {
+        anyhow!("--fallback-email {raw:?} is not an email address (e.g. termine@salon.example)")
     })
 }
 
@@ -212,6 +244,18 @@ mod tests {
         ] {
             let err = calcom_base_url(bad).unwrap_err().to_string();
             assert!(err.contains("--base-url"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn fallback_email_is_checked() {
+        assert_eq!(
+            checked_email(" Termine@Salon.Example ").unwrap(),
+            "Termine@salon.example"
+        );
+        for bad in ["", "termine", "termine@salon", "a b@salon.example"] {
+            let err = checked_email(bad).unwrap_err().to_string();
+            assert!(err.contains("--fallback-email"), "{bad}: {err}");
         }
     }
 }

@@ -3,7 +3,8 @@
 //! [`migrate`] creates the keyspace if it is missing (with the configured replication),
 //! takes a schema lock (an LWT row with a TTL, so a crashed migrator frees it by itself),
 //! applies every migration not yet recorded in `schema_migrations` statement by statement
-//! (each is `IF NOT EXISTS`, so a migration interrupted halfway is simply run again) and
+//! (each is `IF NOT EXISTS`, or an `ALTER TABLE .. ADD` skipped when `system_schema` already
+//! lists the column, so a migration interrupted halfway is simply run again) and
 //! records it with the checksum of its file. A recorded migration whose file changed is an
 //! error, as is a keyspace that holds migrations newer than the binary.
 //!
@@ -45,6 +46,14 @@ pub const MIGRATIONS: &[Migration] = &[
         cql: include_str!(concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/schemas/cql/0002_catalog.cql"
+        )),
+    },
+    Migration {
+        version: 3,
+        name: "contact",
+        cql: include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/schemas/cql/0003_contact.cql"
         )),
     },
 ];
@@ -200,7 +209,7 @@ pub async fn migrate(session: &Session, settings: &CqlSettings) -> Result<Vec<u3
     }
     let holder = Uuid::now_v7();
     lock(session, holder).await?;
-    let result = apply(session).await;
+    let result = apply(session, keyspace).await;
     let unlock = prepare(
         session,
         "schema_unlock",
@@ -274,7 +283,7 @@ async fn lock(session: &Session, holder: Uuid) -> Result<(), CqlError> {
     }
 }
 
-async fn apply(session: &Session) -> Result<Vec<u32>, CqlError> {
+async fn apply(session: &Session, keyspace: &str) -> Result<Vec<u32>, CqlError> {
     let recorded = applied(session).await?;
     let known = MIGRATIONS.last().map_or(0, |m| m.version);
     if let Some((found, _)) = recorded.iter().rfind(|(v, _)| *v > known) {
@@ -309,6 +318,11 @@ async fn apply(session: &Session) -> Result<Vec<u32>, CqlError> {
                 .take(6)
                 .collect::<Vec<_>>()
                 .join(" ");
+            if let Some((table, column)) = added_column(&statement) {
+                if column_exists(session, keyspace, table, column).await? {
+                    continue;
+                }
+            }
             session
                 .query_unpaged(statement, ())
                 .await
@@ -332,6 +346,52 @@ async fn apply(session: &Session) -> Result<Vec<u32>, CqlError> {
         done.push(m.version);
     }
     Ok(done)
+}
+
+/// `ALTER TABLE <table> ADD <column> <type>`: its table and column. ScyllaDB has no
+/// `ADD IF NOT EXISTS` (Cassandra only since 5.0), so a rerun asks `system_schema` instead.
+fn added_column(statement: &str) -> Option<(&str, &str)> {
+    let words: Vec<&str> = statement.split_whitespace().collect();
+    match words.as_slice() {
+        [alter, kw, table, add, column, _type, ..]
+            if alter.eq_ignore_ascii_case("ALTER")
+                && kw.eq_ignore_ascii_case("TABLE")
+                && add.eq_ignore_ascii_case("ADD") =>
+        {
+            Some((table, column))
+        }
+        _ => None,
+    }
+}
+
+/// Whether `system_schema` lists the column (an earlier, interrupted run added it).
+async fn column_exists(
+    session: &Session,
+    keyspace: &str,
+    table: &str,
+    column: &str,
+) -> Result<bool, CqlError> {
+    const OP: &str = "read system_schema.columns";
+    let st = prepare(
+        session,
+        "schema_column_probe",
+        "SELECT column_name FROM system_schema.columns \
+         WHERE keyspace_name = ? AND table_name = ? AND column_name = ?",
+    )
+    .await?;
+    let result = session
+        .execute_unpaged(&st, (keyspace, table, column))
+        .await
+        .map_err(|source| CqlError::Execute {
+            operation: OP,
+            source: Box::new(source),
+        })?;
+    let rows = result.into_rows_result().map_err(|e| CqlError::Decode {
+        operation: OP,
+        table: "system_schema.columns",
+        source: Box::new(e),
+    })?;
+    Ok(rows.rows_num() > 0)
 }
 
 /// Fails unless every migration of this binary is recorded in the session's keyspace (what
@@ -360,7 +420,9 @@ mod tests {
             let statements = m.statements();
             assert!(!statements.is_empty());
             for s in &statements {
-                assert!(s.starts_with("CREATE TABLE IF NOT EXISTS"), "{s}");
+                let rerunnable =
+                    s.starts_with("CREATE TABLE IF NOT EXISTS") || added_column(s).is_some();
+                assert!(rerunnable, "{s}");
                 assert!(!s.contains("--"), "{s}");
             }
             assert_eq!(m.checksum().len(), 64);
@@ -371,7 +433,7 @@ mod tests {
     fn every_tenant_table_is_keyed_by_company_first() {
         const GLOBAL: [&str; 3] = ["phone_routes", "routing_version", "event_pointers"];
         for m in MIGRATIONS {
-            for s in m.statements() {
+            for s in m.statements().iter().filter(|s| added_column(s).is_none()) {
                 let table = s.split_whitespace().nth(5).unwrap_or_default();
                 let table = table.trim_end_matches('(');
                 if GLOBAL.contains(&table) {
@@ -382,5 +444,19 @@ mod tests {
                 assert!(keyed, "{table} is not partitioned by company_id first");
             }
         }
+    }
+
+    #[test]
+    fn added_columns_are_recognised() {
+        assert_eq!(
+            added_column("ALTER TABLE branches ADD fallback_email text"),
+            Some(("branches", "fallback_email"))
+        );
+        assert_eq!(
+            added_column("ALTER TABLE branches ADD fallback_email"),
+            None
+        );
+        assert_eq!(added_column("ALTER TABLE branches DROP x text"), None);
+        assert_eq!(added_column("CREATE TABLE IF NOT EXISTS x (a int)"), None);
     }
 }

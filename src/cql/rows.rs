@@ -76,6 +76,7 @@ pub(super) struct BranchRow {
     retell_agent_id: Option<String>,
     calcom: Option<String>,
     created_at: DateTime<Utc>,
+    fallback_email: Option<String>,
 }
 
 impl BranchRow {
@@ -96,6 +97,7 @@ impl BranchRow {
             retell_agent_id: self.retell_agent_id,
             calcom,
             created_at: self.created_at,
+            fallback_email: self.fallback_email,
         })
     }
 }

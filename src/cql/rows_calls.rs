@@ -2,7 +2,7 @@
 //! value structs bind by position (`enforce_order`): their field order is the statement's
 //! bind-marker order, which the wide rows (more than 16 columns) need.
 
-use askpro_actors::domain::{Appointment, AppointmentStatus, Call};
+use askpro_actors::domain::{Appointment, AppointmentStatus, Call, ContactSource};
 use askpro_actors::ids::{BranchId, CompanyId, EventId};
 use chrono::{DateTime, Utc};
 use scylla::{DeserializeRow, SerializeRow};
@@ -151,6 +151,7 @@ pub(super) struct AppointmentRow {
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
     pub write_id: Uuid,
+    contact_source: Option<String>,
 }
 
 impl AppointmentRow {
@@ -179,6 +180,11 @@ impl AppointmentRow {
             version: self.version,
             created_at: self.created_at,
             updated_at: self.updated_at,
+            contact_source: self
+                .contact_source
+                .as_deref()
+                .map(|c| parse::<ContactSource>(T, "contact_source", c))
+                .transpose()?,
         })
     }
 }
@@ -208,6 +214,7 @@ pub(super) struct AppointmentBody<'a> {
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
     write_id: Uuid,
+    contact_source: Option<&'static str>,
 }
 
 impl<'a> AppointmentBody<'a> {
@@ -240,6 +247,7 @@ impl<'a> AppointmentBody<'a> {
             created_at: a.created_at,
             updated_at: a.updated_at,
             write_id,
+            contact_source: a.contact_source.map(ContactSource::as_str),
         })
     }
 }

@@ -18,7 +18,8 @@ macro_rules! company_cols {
 }
 macro_rules! branch_cols {
     () => {
-        "company_id, branch_id, name, phone, timezone, retell_agent_id, calcom, created_at"
+        "company_id, branch_id, name, phone, timezone, retell_agent_id, calcom, created_at, \
+         fallback_email"
     };
 }
 macro_rules! service_cols {
@@ -55,7 +56,7 @@ macro_rules! appointment_cols {
         "company_id, appointment_id, calcom_uid, branch_id, service_id, customer_id, status, \
          start_at, end_at, title, attendee_name, attendee_email, attendee_phone, timezone, \
          rescheduled_to_uid, idempotency_key, sync_attempts, last_error, source_event, version, \
-         created_at, updated_at, write_id"
+         created_at, updated_at, write_id, contact_source"
     };
 }
 
@@ -117,13 +118,13 @@ statements! {
     company_all: Read = concat!("SELECT ", company_cols!(), " FROM companies");
 
     branch_insert: Lwt = concat!("INSERT INTO branches (", branch_cols!(),
-        ") VALUES (?, ?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS");
+        ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS");
     branch_get: Read = concat!("SELECT ", branch_cols!(),
         " FROM branches WHERE company_id = ? AND branch_id = ?");
     branch_all: Read = concat!("SELECT ", branch_cols!(), " FROM branches WHERE company_id = ?");
     branch_update: Lwt = "UPDATE branches SET name = ?, phone = ?, timezone = ?, \
-        retell_agent_id = ?, calcom = ?, created_at = ? WHERE company_id = ? AND branch_id = ? \
-        IF phone = ?";
+        retell_agent_id = ?, calcom = ?, created_at = ?, fallback_email = ? \
+        WHERE company_id = ? AND branch_id = ? IF phone = ?";
 
     phone_claim: Lwt = "INSERT INTO phone_routes (phone, company_id, branch_id, claimed_at) \
         VALUES (?, ?, ?, ?) IF NOT EXISTS";
@@ -235,14 +236,14 @@ statements! {
 
     // ---- appointments ------------------------------------------------------------------
     appointment_insert: Lwt = concat!("INSERT INTO appointments (", appointment_cols!(),
-        ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+        ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
         IF NOT EXISTS");
     appointment_update: Lwt = "UPDATE appointments SET calcom_uid = ?, branch_id = ?, \
         service_id = ?, customer_id = ?, status = ?, start_at = ?, end_at = ?, title = ?, \
         attendee_name = ?, attendee_email = ?, attendee_phone = ?, timezone = ?, \
         rescheduled_to_uid = ?, idempotency_key = ?, sync_attempts = ?, last_error = ?, \
-        source_event = ?, version = ?, created_at = ?, updated_at = ?, write_id = ? \
-        WHERE company_id = ? AND appointment_id = ? IF write_id = ?";
+        source_event = ?, version = ?, created_at = ?, updated_at = ?, write_id = ?, \
+        contact_source = ? WHERE company_id = ? AND appointment_id = ? IF write_id = ?";
     appointment_get: Read = concat!("SELECT ", appointment_cols!(),
         " FROM appointments WHERE company_id = ? AND appointment_id = ?");
     appointment_uid_claim: Lwt = "INSERT INTO appointment_uids (company_id, calcom_uid, \

@@ -117,6 +117,7 @@ impl CqlStore {
             b.retell_agent_id.as_deref(),
             calcom.as_deref(),
             b.created_at,
+            b.fallback_email.as_deref(),
         );
         let st = &self.st().branch_insert;
         if !self.db().lwt(OP, "branches", st, values).await? {
@@ -157,6 +158,7 @@ impl CqlStore {
                 b.retell_agent_id.as_deref(),
                 calcom.as_deref(),
                 b.created_at,
+                b.fallback_email.as_deref(),
                 b.company_id.0,
                 b.id.0,
                 &old.phone,

@@ -42,6 +42,14 @@ pub(crate) const STATE: &[Migration] = &[
             "/schemas/sql/state/0002_catalog.sql"
         )),
     },
+    Migration {
+        version: 3,
+        name: "contact",
+        sql: include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/schemas/sql/state/0003_contact.sql"
+        )),
+    },
 ];
 
 /// Why a database could not be brought to the current schema.

@@ -86,7 +86,8 @@ pub(super) fn update_branch(conn: &Connection, b: &Branch) -> Res<()> {
     }
     conn.prepare_cached(
         "UPDATE branches SET name = ?3, phone = ?4, timezone = ?5, created_at = ?6,
-         retell_agent_id = ?7, calcom = ?8 WHERE company_id = ?1 AND branch_id = ?2",
+         retell_agent_id = ?7, calcom = ?8, fallback_email = ?9
+         WHERE company_id = ?1 AND branch_id = ?2",
     )?
     .execute(params![
         company,
@@ -96,7 +97,8 @@ pub(super) fn update_branch(conn: &Connection, b: &Branch) -> Res<()> {
         b.timezone,
         ms(b.created_at),
         b.retell_agent_id,
-        calcom
+        calcom,
+        b.fallback_email
     ])?;
     if old_phone != b.phone {
         conn.prepare_cached(
@@ -423,7 +425,7 @@ fn write_appointment(conn: &Connection, id: &str, a: &Appointment) -> Res<()> {
     conn.prepare_cached(&format!(
         "INSERT INTO appointments ({}) VALUES \
          (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, \
-         ?19, ?20, ?21, ?22) \
+         ?19, ?20, ?21, ?22, ?23) \
          ON CONFLICT (company_id, appointment_id) DO UPDATE SET \
          calcom_uid = COALESCE(excluded.calcom_uid, appointments.calcom_uid), \
          branch_id = excluded.branch_id, status = excluded.status, \
@@ -436,7 +438,7 @@ fn write_appointment(conn: &Connection, id: &str, a: &Appointment) -> Res<()> {
          customer_id = excluded.customer_id, timezone = excluded.timezone, \
          idempotency_key = COALESCE(excluded.idempotency_key, appointments.idempotency_key), \
          sync_attempts = excluded.sync_attempts, last_error = excluded.last_error, \
-         created_at = excluded.created_at",
+         created_at = excluded.created_at, contact_source = excluded.contact_source",
         rows::APPOINTMENT_COLS
     ))?
     .execute(params![
@@ -462,6 +464,7 @@ fn write_appointment(conn: &Connection, id: &str, a: &Appointment) -> Res<()> {
         a.sync_attempts,
         a.last_error,
         ms(a.created_at),
+        a.contact_source.map(|c| c.as_str()),
     ])?;
     Ok(())
 }

@@ -111,7 +111,8 @@ pub(super) fn company(r: &Row<'_>) -> rusqlite::Result<Company> {
 }
 
 pub(super) const BRANCH_COLS: &str =
-    "company_id, branch_id, name, phone, timezone, created_at, retell_agent_id, calcom";
+    "company_id, branch_id, name, phone, timezone, created_at, retell_agent_id, calcom, \
+     fallback_email";
 
 pub(super) fn branch(r: &Row<'_>) -> rusqlite::Result<Branch> {
     Ok(Branch {
@@ -123,6 +124,7 @@ pub(super) fn branch(r: &Row<'_>) -> rusqlite::Result<Branch> {
         created_at: ts(r, 5)?,
         retell_agent_id: r.get(6)?,
         calcom: opt_json(r, 7)?,
+        fallback_email: r.get(8)?,
     })
 }
 
@@ -218,7 +220,7 @@ pub(super) fn call(r: &Row<'_>) -> rusqlite::Result<Call> {
 pub(super) const APPOINTMENT_COLS: &str = "company_id, appointment_id, calcom_uid, branch_id, \
     status, start_at, end_at, title, attendee_name, attendee_email, attendee_phone, \
     rescheduled_to_uid, source_event, version, updated_at, service_id, customer_id, timezone, \
-    idempotency_key, sync_attempts, last_error, created_at";
+    idempotency_key, sync_attempts, last_error, created_at, contact_source";
 
 pub(super) fn appointment(r: &Row<'_>) -> rusqlite::Result<Appointment> {
     Ok(Appointment {
@@ -244,6 +246,7 @@ pub(super) fn appointment(r: &Row<'_>) -> rusqlite::Result<Appointment> {
         sync_attempts: r.get(19)?,
         last_error: r.get(20)?,
         created_at: ts(r, 21)?,
+        contact_source: opt_parsed(r, 22)?,
     })
 }
 

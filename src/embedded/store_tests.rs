@@ -43,6 +43,7 @@ fn appointment(company_id: CompanyId, uid: Option<&str>, version: i64) -> Appoin
         version,
         created_at: at(0),
         updated_at: at(version),
+        contact_source: None,
     }
 }
 
@@ -248,6 +249,7 @@ async fn migration_2_keeps_existing_appointments_and_branches() {
     assert_eq!(stored.id, appointment_id);
     assert_eq!(stored.version, 7);
     assert_eq!(stored.created_at, stored.updated_at);
+    assert_eq!(stored.contact_source, None);
     assert_eq!(
         (stored.sync_attempts, stored.idempotency_key.as_deref()),
         (0, None)
@@ -258,6 +260,10 @@ async fn migration_2_keeps_existing_appointments_and_branches() {
     );
     let branch = store.branch(company, branch_id).await.unwrap().unwrap();
     assert_eq!((branch.retell_agent_id, branch.calcom), (None, None));
+    assert_eq!(
+        branch.fallback_email, None,
+        "migration 3 adds an empty column"
+    );
     assert!(store.routing_version().await.unwrap() > 0);
 }
 
@@ -269,7 +275,8 @@ async fn a_corrupt_calcom_config_does_not_leak_the_api_key() {
     raw(dir.path())
         .execute_batch(&format!(
             "INSERT INTO companies VALUES ('{company}', 'x', 0, 0);
-             INSERT INTO branches VALUES ('{company}', '{}', 'b', '+493011111111',
+             INSERT INTO branches (company_id, branch_id, name, phone, timezone, created_at,
+                 retell_agent_id, calcom) VALUES ('{company}', '{}', 'b', '+493011111111',
                  'Europe/Berlin', 0, NULL, '{{\"api_key\":\"cal_live_topsecret\"');",
             askpro_actors::BranchId::new()
         ))

@@ -83,6 +83,7 @@ async fn provision_branch(
             retell_agent_id: Some(format!("agent_lg_{index:026x}")),
             calcom: None,
             created_at: Utc::now(),
+            fallback_email: None,
         };
         match store.create_branch(&branch).await {
             Ok(()) => return Ok(phone),

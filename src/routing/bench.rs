@@ -207,6 +207,7 @@ async fn populate(store: &dyn StateStore, branches: u64) -> anyhow::Result<Vec<S
             retell_agent_id: Some(format!("agent_bench_{i}")),
             calcom: None,
             created_at: now,
+            fallback_email: None,
         };
         store.create_branch(&branch).await?;
         numbers.push(phone);

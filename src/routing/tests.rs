@@ -101,6 +101,7 @@ async fn branch(
         retell_agent_id: agent.map(str::to_owned),
         calcom: None,
         created_at: chrono::Utc::now(),
+        fallback_email: None,
     };
     store.create_branch(&branch).await.unwrap();
     branch

@@ -361,6 +361,7 @@ async fn booking_created_matches_our_appointment_by_metadata_key_and_records_dir
         version: now.timestamp_millis() + 60_000,
         created_at: now,
         updated_at: now,
+        contact_source: None,
     };
     store.upsert_appointment(&ours).await.unwrap();
 

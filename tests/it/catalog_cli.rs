@@ -354,5 +354,6 @@ fn appointment(company_id: CompanyId, service_id: Uuid) -> Appointment {
         version: 1,
         created_at: start,
         updated_at: start,
+        contact_source: None,
     }
 }

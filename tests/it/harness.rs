@@ -252,6 +252,7 @@ pub async fn tenant(store: &dyn StateStore, name: &str, phone_e164: &str) -> Ten
         retell_agent_id: None,
         calcom: None,
         created_at: chrono::Utc::now(),
+        fallback_email: None,
     };
     store.create_branch(&branch).await.expect("create branch");
     let retell_secret = format!("key_{}", uuid::Uuid::now_v7().simple());

@@ -39,6 +39,7 @@ async fn routed_tenant(store: &dyn StateStore, phone: &str, agent: Option<&str>)
         retell_agent_id: agent.map(str::to_owned),
         calcom: None,
         created_at: chrono::Utc::now(),
+        fallback_email: None,
     };
     store.create_branch(&branch).await.expect("branch");
     for (name, active) in [

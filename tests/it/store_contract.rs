@@ -24,6 +24,9 @@ use uuid::Uuid;
 #[path = "store_contract_catalog.rs"]
 mod catalog;
 pub use catalog::*;
+#[path = "store_contract_contact.rs"]
+mod contact;
+pub use contact::*;
 
 // ---- fixtures ----------------------------------------------------------------------------
 
@@ -57,6 +60,7 @@ pub fn branch(company_id: CompanyId, phone: &str) -> Branch {
         retell_agent_id: None,
         calcom: None,
         created_at: at(1),
+        fallback_email: None,
     }
 }
 
@@ -135,6 +139,7 @@ pub fn appointment(company_id: CompanyId, uid: Option<&str>, version: i64) -> Ap
         version,
         created_at: at(3),
         updated_at: at(version),
+        contact_source: None,
     }
 }
 
@@ -760,6 +765,8 @@ macro_rules! store_conformance {
                 update_branch_moves_phone_and_bumps_routing,
                 appointment_lifecycle_by_id_uid_and_key,
                 appointments_by_status_oldest_first,
+                branch_fallback_email_is_stored_updated_and_cleared,
+                appointment_contact_source_round_trips,
             );
         }
     };

@@ -418,6 +418,13 @@ async fn an_anonymous_appointment_fails_naming_the_reason() {
 
     assert!(reason.contains("anonymous"), "{reason}");
     assert!(reason.contains("email or phone"), "{reason}");
+    assert!(
+        reason.contains(&format!(
+            "askpro branch update --branch {} --fallback-email EMAIL",
+            f.branch.id
+        )),
+        "{reason}"
+    );
     let stored = f.appointment(anonymous.id).await;
     assert_eq!(stored.status, AppointmentStatus::Failed);
     assert_eq!(stored.last_error.as_deref(), Some(reason.as_str()));

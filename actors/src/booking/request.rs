@@ -8,12 +8,16 @@ use super::api::{
     IDEMPOTENCY_METADATA_KEY,
 };
 use crate::catalog::CalcomConfig;
-use crate::domain::Appointment;
+use crate::domain::{Appointment, ContactSource};
 use crate::error::StoreError;
 use crate::store::StateStore;
 
 /// Cal.com needs a name; a caller who gave none is booked under this one.
 const UNNAMED_ATTENDEE: &str = "Anrufer";
+/// The metadata key of a note for the business, shown with the booking in Cal.com.
+pub const NOTE_METADATA_KEY: &str = "askpro_note";
+/// The note on a booking made with the branch's fallback email ("the caller left no contact").
+pub const NO_CONTACT_NOTE: &str = "Anrufer hat keine Kontaktdaten hinterlassen";
 
 /// Everything needed to create (or find) the booking.
 #[derive(Clone, Debug)]
@@ -56,14 +60,15 @@ pub async fn prepare(
         None => None,
     };
     if appointment.attendee_email.is_none() && appointment.attendee_phone.is_none() {
-        return Ok(Err(
-            "cal.com needs an attendee email or phone number; the caller is anonymous and gave neither"
-                .into(),
-        ));
+        return Ok(Err(format!(
+            "cal.com needs an attendee email or phone number; the caller is anonymous and left \
+             no phone or email; set a fallback with `askpro branch update --branch {branch_id} \
+             --fallback-email EMAIL` and replay the event"
+        )));
     }
     // Tenant and appointment travel with the key: a lookup adopts a booking only when all
     // three match (`FindBooking::owns`), whoever else shares the Cal.com account.
-    let metadata = BTreeMap::from([
+    let mut metadata = BTreeMap::from([
         (IDEMPOTENCY_METADATA_KEY.to_owned(), key.clone()),
         (COMPANY_METADATA_KEY.to_owned(), company_id.to_string()),
         (
@@ -71,6 +76,9 @@ pub async fn prepare(
             appointment.id.to_string(),
         ),
     ]);
+    if appointment.contact_source == Some(ContactSource::BranchFallback) {
+        metadata.insert(NOTE_METADATA_KEY.to_owned(), NO_CONTACT_NOTE.to_owned());
+    }
     let create = CreateBooking {
         start,
         event_type_id: service
@@ -100,3 +108,7 @@ pub async fn prepare(
         appointment_id: appointment.id,
     }))
 }
+
+#[cfg(test)]
+#[path = "request_tests.rs"]
+mod tests;

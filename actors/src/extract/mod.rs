@@ -14,12 +14,14 @@
 //! A date and a time are never taken from different sources. Each source is a different moment
 //! of the call, and a date from one with a time from the other can make a slot the caller never
 //! said ("Dienstag" corrected to "Mittwoch" in one, "10 Uhr" from the abandoned first attempt in
-//! the other). Names, phone, e-mail and service may come from any source, the chosen one first:
-//! they are facts about the caller, not halves of one value.
+//! the other). Name and service may come from any source, the chosen one first: they are facts
+//! about the caller, not halves of one value. The caller's callback phone and e-mail are read by
+//! [`contact`], which also looks at the agent's tool calls and refuses junk.
 //!
 //! `appointment_made: false` in the analysis means no booking, whatever else was collected: the
 //! analysis has heard the end of the call, where the caller may have backed out.
 
+pub mod contact;
 mod date;
 mod time;
 mod when;
@@ -44,10 +46,6 @@ pub struct AppointmentRequest {
     pub start: DateTime<Utc>,
     pub service_name: Option<String>,
     pub customer_name: Option<String>,
-    /// As collected (`caller_phone` and aliases), unnormalised. Never the call's `from_number`:
-    /// that one is the pipeline's business, and may be `"anonymous"`.
-    pub customer_phone: Option<String>,
-    pub customer_email: Option<String>,
     /// The fields the date and the time were read from (the same one for a combined value).
     pub date_field: String,
     pub time_field: String,
@@ -71,14 +69,6 @@ const DATE_KEYS: &[&str] = &["appointment_date", "datum"];
 const TIME_KEYS: &[&str] = &["appointment_time", "uhrzeit"];
 const SERVICE_KEYS: &[&str] = &["service_name", "dienstleistung"];
 const NAME_KEYS: &[&str] = &["caller_full_name", "customer_name", "name"];
-const PHONE_KEYS: &[&str] = &[
-    "caller_phone",
-    "customer_phone",
-    "telefon",
-    "telefonnummer",
-    "phone",
-];
-const EMAIL_KEYS: &[&str] = &["email", "customer_email", "e_mail"];
 
 /// The call's start (`start_timestamp`, ms since the epoch): the anchor for "heute" and "morgen".
 pub fn call_start(call: &Value) -> Option<DateTime<Utc>> {
@@ -118,11 +108,6 @@ pub fn extract(
         start,
         service_name: detail(&sources, index, SERVICE_KEYS, |_| true),
         customer_name: detail(&sources, index, NAME_KEYS, |_| true),
-        // Text without a digit ("anonymous", "unbekannt") is no phone number.
-        customer_phone: detail(&sources, index, PHONE_KEYS, |v| {
-            v.chars().any(|c| c.is_ascii_digit())
-        }),
-        customer_email: detail(&sources, index, EMAIL_KEYS, |v| v.contains('@')),
         date_field,
         time_field,
     }))

@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use uuid::Uuid;
 
+use super::contact::{self, CallerContact};
 use super::{HandlerCtx, HandlerError};
 use crate::booking::SyncOutcome;
 use crate::catalog::{
@@ -17,7 +18,6 @@ use crate::catalog::{
 use crate::domain::{Appointment, AppointmentStatus, Branch, Call};
 use crate::extract::{self, AppointmentRequest};
 use crate::ids::CompanyId;
-use crate::phone;
 use crate::record::StoredRecord;
 
 /// Zone used only to notice appointment data on a call that maps to no branch.
@@ -72,9 +72,18 @@ pub(super) async fn book_from_call(
     let key = call_booking_key(record.meta.company_id, &call.call_id);
     let appointment_id = match existing_appointment(ctx, record.meta.company_id, call, &key).await?
     {
-        Some(existing) if retryable(&existing) => reopen(ctx, existing).await?,
+        Some(existing) if retryable(&existing) => reopen(ctx, existing, &branch).await?,
         Some(existing) => existing.id,
-        None => create_appointment(ctx, record, call, &branch, &request, key).await?,
+        None => {
+            let caller = contact::caller_contact(call, call_json, ctx.default_region);
+            let new = NewAppointment {
+                call,
+                branch: &branch,
+                request: &request,
+                caller: &caller,
+            };
+            create_appointment(ctx, record, new, key).await?
+        }
     };
     let Some(booker) = ctx.booker else {
         return Ok(Some(
@@ -113,8 +122,14 @@ fn retryable(appointment: &Appointment) -> bool {
     appointment.status == AppointmentStatus::Failed && appointment.calcom_uid.is_none()
 }
 
-async fn reopen(ctx: &HandlerCtx<'_>, mut appointment: Appointment) -> Result<Uuid, HandlerError> {
+async fn reopen(
+    ctx: &HandlerCtx<'_>,
+    mut appointment: Appointment,
+    branch: &Branch,
+) -> Result<Uuid, HandlerError> {
     let now = ctx.clock.now();
+    // It may have failed for want of a contact, and the tenant has set a fallback since.
+    contact::use_fallback(&mut appointment, branch);
     appointment.status = AppointmentStatus::PendingSync;
     appointment.version = (appointment.version + 1).max(now.timestamp_millis());
     appointment.updated_at = now;
@@ -134,18 +149,30 @@ async fn branch_of(ctx: &HandlerCtx<'_>, call: &Call) -> Result<Option<Branch>, 
     }
 }
 
+/// What a new appointment is made from.
+struct NewAppointment<'a> {
+    call: &'a Call,
+    branch: &'a Branch,
+    request: &'a AppointmentRequest,
+    caller: &'a CallerContact,
+}
+
 async fn create_appointment(
     ctx: &HandlerCtx<'_>,
     record: &StoredRecord,
-    call: &Call,
-    branch: &Branch,
-    request: &AppointmentRequest,
+    new: NewAppointment<'_>,
     key: String,
 ) -> Result<Uuid, HandlerError> {
+    let NewAppointment {
+        call,
+        branch,
+        request,
+        caller,
+    } = new;
     let now = ctx.clock.now();
     let service = choose_service(ctx, record, branch, request.service_name.as_deref(), now).await?;
-    let customer = customer_for(ctx, record, call, request, &key, now).await?;
-    let appointment = Appointment {
+    let customer = customer_for(ctx, record, request, caller, &key, now).await?;
+    let mut appointment = Appointment {
         company_id: record.meta.company_id,
         id: Uuid::now_v7(),
         calcom_uid: None,
@@ -159,8 +186,8 @@ async fn create_appointment(
         ),
         title: Some(service.name.clone()),
         attendee_name: customer.name.clone(),
-        attendee_email: customer.email.clone(),
-        attendee_phone: customer.phone.clone(),
+        attendee_email: None,
+        attendee_phone: None,
         timezone: Some(branch.timezone.clone()),
         rescheduled_to_uid: None,
         idempotency_key: Some(key),
@@ -170,7 +197,9 @@ async fn create_appointment(
         version: now.timestamp_millis(),
         created_at: now,
         updated_at: now,
+        contact_source: None,
     };
+    contact::fill_attendee(&mut appointment, &customer, caller, branch);
     ctx.store.upsert_appointment(&appointment).await?;
     tracing::info!(
         company_id = %appointment.company_id,
@@ -253,27 +282,24 @@ fn default_service(branch: &Branch, now: DateTime<Utc>) -> Service {
     }
 }
 
-/// The customer by phone (a collected number first, else the caller's). Anonymous callers
-/// get a customer of their own, with an id derived from the booking key so a rerun finds it.
+/// The customer by phone (the caller's own number, else a callback number from the call).
+/// Callers without one get a customer of their own, with an id derived from the booking key
+/// so a rerun finds it. The branch's fallback email is never the customer's.
 async fn customer_for(
     ctx: &HandlerCtx<'_>,
     record: &StoredRecord,
-    call: &Call,
     request: &AppointmentRequest,
+    caller: &CallerContact,
     key: &str,
     now: DateTime<Utc>,
 ) -> Result<Customer, HandlerError> {
-    let collected = request
-        .customer_phone
-        .as_deref()
-        .and_then(|p| phone::normalize(p, ctx.default_region).ok());
     let company_id = record.meta.company_id;
     let candidate = Customer {
         company_id,
         id: Uuid::new_v5(&company_id.0, key.as_bytes()),
         name: request.customer_name.clone(),
-        phone: collected.or_else(|| call.from_number.clone()),
-        email: request.customer_email.clone(),
+        phone: caller.phone.clone(),
+        email: caller.email.clone(),
         created_at: now,
     };
     Ok(ctx.store.upsert_customer(&candidate).await?)

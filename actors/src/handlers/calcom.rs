@@ -197,6 +197,8 @@ pub(super) async fn handle(
         source_event: record.meta.event_id,
         version: calcom_version(body.created_at.as_deref(), record.meta.received_at),
         updated_at: now,
+        // Cal.com cannot tell a caller's email from a branch's fallback: ours says which.
+        contact_source: existing.as_ref().and_then(|a| a.contact_source),
     };
     // Ours, found by our key and not yet linked to a uid: Cal.com's word on whether the
     // booking exists beats our own bookkeeping writes (stamped with our clock, often later
@@ -290,6 +292,10 @@ async fn supersede(
         attendee_name: keep(&existing, |a| &a.attendee_name, &successor.attendee_name),
         attendee_email: keep(&existing, |a| &a.attendee_email, &successor.attendee_email),
         attendee_phone: keep(&existing, |a| &a.attendee_phone, &successor.attendee_phone),
+        contact_source: existing
+            .as_ref()
+            .and_then(|a| a.contact_source)
+            .or(successor.contact_source),
         ..successor.clone()
     };
     ctx.store.upsert_appointment(&closed).await?;

@@ -4,6 +4,7 @@
 
 mod booking;
 mod calcom;
+mod contact;
 mod retell;
 mod wire;
 

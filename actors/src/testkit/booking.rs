@@ -337,6 +337,7 @@ impl BookingFixture {
             retell_agent_id: None,
             calcom,
             created_at: t0(),
+            fallback_email: None,
         };
         store.create_branch(&branch).await.unwrap();
         let api = ScriptedCalcom::new();
@@ -401,6 +402,7 @@ impl BookingFixture {
             version: at.timestamp_millis(),
             created_at: at,
             updated_at: at,
+            contact_source: None,
         }
     }
 

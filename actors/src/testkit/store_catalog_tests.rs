@@ -30,6 +30,7 @@ async fn setup() -> (Arc<MemStore>, Branch) {
         retell_agent_id: None,
         calcom: None,
         created_at: t0(),
+        fallback_email: None,
     };
     store.create_branch(&branch).await.unwrap();
     (store, branch)
@@ -87,6 +88,7 @@ fn appointment(company_id: CompanyId, secs: i64, status: AppointmentStatus) -> A
         version: 1,
         created_at: t0() + Duration::seconds(secs),
         updated_at: t0(),
+        contact_source: None,
     }
 }
 

@@ -102,10 +102,6 @@ fn the_fixture_with_its_tool_call_arguments_books_today_at_16() {
     assert_eq!(found.start_local.to_string(), "2025-10-24 16:00:00");
     assert_eq!(found.service_name.as_deref(), Some("Herrenhaarschnitt"));
     assert_eq!(found.customer_name.as_deref(), Some("Hans Robert"));
-    assert_eq!(
-        found.customer_phone, None,
-        "from_number \"anonymous\" is never used"
-    );
     assert_eq!(found.date_field, "collected_dynamic_variables.datum");
     assert_eq!(found.time_field, "collected_dynamic_variables.uhrzeit");
     // The model once invented the year 2023 for this call's date: refused, not booked.
@@ -138,8 +134,6 @@ fn analysis_combined_value_with_all_details() {
             start: utc("2026-06-20T12:00:00Z"),
             service_name: Some("Damenhaarschnitt".into()),
             customer_name: Some("Erika Mustermann".into()),
-            customer_phone: Some("0151123456".into()),
-            customer_email: Some("erika@example.org".into()),
             date_field: "call_analysis.custom_analysis_data.appointment_date_time".into(),
             time_field: "call_analysis.custom_analysis_data.appointment_date_time".into(),
         }
@@ -229,12 +223,11 @@ fn a_date_never_pairs_with_a_time_from_another_source() {
 
 #[test]
 fn details_fall_back_to_other_sources() {
-    let mut call = analysed(json!({"caller_full_name": "Erika", "caller_phone": "+49 151 123456"}));
+    let mut call = analysed(json!({"caller_full_name": "Erika"}));
     call["collected_dynamic_variables"] =
         json!({"datum": "morgen", "uhrzeit": "10:00", "service_name": "Schnitt"});
     let found = request(&call);
     assert_eq!(found.customer_name.as_deref(), Some("Erika"));
-    assert_eq!(found.customer_phone.as_deref(), Some("+49 151 123456"));
     assert_eq!(found.service_name.as_deref(), Some("Schnitt"));
 }
 
@@ -248,15 +241,8 @@ fn unusable_details_are_dropped_not_invented() {
         "service_name": "",
     }));
     let found = request(&call);
-    assert_eq!(found.customer_phone, None);
     assert_eq!(found.customer_name, None);
-    assert_eq!(found.customer_email, None);
     assert_eq!(found.service_name, None);
-    // a phone number sent as a JSON number has lost any leading zero: not used
-    let found = request(&analysed(
-        json!({"appointment_date_time": "2026-06-20 14:00", "caller_phone": 151123456}),
-    ));
-    assert_eq!(found.customer_phone, None);
     // the top level's generic keys are Retell's, not the caller's
     let call = json!({"appointment_date": "2026-06-20", "appointment_time": "14:00", "name": "x"});
     assert_eq!(request(&call).customer_name, None);
