@@ -122,6 +122,8 @@ pub enum Command {
     },
     /// Run a fake Cal.com (API v2 bookings and slots) with fault injection, for demos and tests.
     FakeCalcom(fake::FakeCalcomArgs),
+    /// Run a fake Retell API (LLMs, agents, phone numbers in memory), for demos and tests.
+    FakeRetell(fake::FakeRetellArgs),
     /// Time cached call_inbound resolutions in a throwaway store (p50/p99/p99.9 in ns).
     BenchResolver(crate::routing::BenchResolverArgs),
     /// Time the Kafka producer (acks=all, idempotent) on ingress-shaped records, against a
@@ -194,6 +196,7 @@ pub async fn main() -> Result<()> {
         Command::Loadgen(cmd) => admin::loadgen(&config, cmd).await,
         Command::BenchServer { listen } => bench_server(listen).await,
         Command::FakeCalcom(args) => fake::run(args).await,
+        Command::FakeRetell(args) => fake::run_retell(args).await,
         Command::BenchProducer(args) => crate::kafka::bench::run(&config, args).await,
         Command::BenchStore(args) => bench_store(&config, args).await,
         Command::BenchResolver(args) => {
