@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 mod booking;
 mod kafka;
+mod retell;
 mod store;
 pub use booking::BookingConfig;
 pub use kafka::KafkaConfig;
@@ -127,6 +128,9 @@ pub struct PipelineConfig {
 #[serde(deny_unknown_fields)]
 pub struct RetellConfig {
     pub global_secret: String,
+    /// Retell's management API (`askpro agent`); a tenant's key comes from its `retell-api`
+    /// secret.
+    pub api_base_url: String,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -281,6 +285,7 @@ impl Config {
         }
         self.validate_inbound()?;
         self.booking.validate()?;
+        self.retell.validate()?;
         if self.log.backend == LogBackend::Kafka {
             self.kafka.validate(self.pipeline.drain_timeout_ms)?;
             if self.kafka.delivery_timeout_ms > self.ingress.durability_timeout_ms {

@@ -47,6 +47,14 @@ pub const MIGRATIONS: &[Migration] = &[
             "/schemas/cql/0002_catalog.cql"
         )),
     },
+    Migration {
+        version: 3,
+        name: "retell_llm",
+        cql: include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/schemas/cql/0003_retell_llm.cql"
+        )),
+    },
 ];
 
 /// How long the schema lock lives if its holder dies.

@@ -42,6 +42,14 @@ pub(crate) const STATE: &[Migration] = &[
             "/schemas/sql/state/0002_catalog.sql"
         )),
     },
+    Migration {
+        version: 3,
+        name: "retell_llm",
+        sql: include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/schemas/sql/state/0003_retell_llm.sql"
+        )),
+    },
 ];
 
 /// Why a database could not be brought to the current schema.

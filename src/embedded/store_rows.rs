@@ -111,7 +111,7 @@ pub(super) fn company(r: &Row<'_>) -> rusqlite::Result<Company> {
 }
 
 pub(super) const BRANCH_COLS: &str =
-    "company_id, branch_id, name, phone, timezone, created_at, retell_agent_id, calcom";
+    "company_id, branch_id, name, phone, timezone, created_at, retell_agent_id, calcom, retell_llm_id";
 
 pub(super) fn branch(r: &Row<'_>) -> rusqlite::Result<Branch> {
     Ok(Branch {
@@ -123,6 +123,7 @@ pub(super) fn branch(r: &Row<'_>) -> rusqlite::Result<Branch> {
         created_at: ts(r, 5)?,
         retell_agent_id: r.get(6)?,
         calcom: opt_json(r, 7)?,
+        retell_llm_id: r.get(8)?,
     })
 }
 

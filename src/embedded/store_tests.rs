@@ -257,7 +257,10 @@ async fn migration_2_keeps_existing_appointments_and_branches() {
         Some(stored)
     );
     let branch = store.branch(company, branch_id).await.unwrap().unwrap();
-    assert_eq!((branch.retell_agent_id, branch.calcom), (None, None));
+    assert_eq!(
+        (branch.retell_agent_id, branch.calcom, branch.retell_llm_id),
+        (None, None, None)
+    );
     assert!(store.routing_version().await.unwrap() > 0);
 }
 
@@ -270,7 +273,7 @@ async fn a_corrupt_calcom_config_does_not_leak_the_api_key() {
         .execute_batch(&format!(
             "INSERT INTO companies VALUES ('{company}', 'x', 0, 0);
              INSERT INTO branches VALUES ('{company}', '{}', 'b', '+493011111111',
-                 'Europe/Berlin', 0, NULL, '{{\"api_key\":\"cal_live_topsecret\"');",
+                 'Europe/Berlin', 0, NULL, '{{\"api_key\":\"cal_live_topsecret\"', NULL);",
             askpro_actors::BranchId::new()
         ))
         .unwrap();
