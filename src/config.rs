@@ -16,6 +16,7 @@ mod retell;
 mod store;
 pub use booking::BookingConfig;
 pub use kafka::KafkaConfig;
+pub use retell::check_base_url;
 pub use store::{CqlConfig, StoreBackend, StoreConfig};
 
 /// The commented defaults compiled into the binary.
@@ -131,6 +132,9 @@ pub struct RetellConfig {
     /// Retell's management API (`askpro agent`); a tenant's key comes from its `retell-api`
     /// secret.
     pub api_base_url: String,
+    /// Where Retell reaches AskPro (tool, webhook and inbound URLs of provisioned agents);
+    /// empty: `askpro agent provision` needs --public-url.
+    pub public_url: String,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]

@@ -2,6 +2,7 @@
 //! one JSON document with `--json`; `--config` and `--data-dir` work in any position.
 
 mod admin;
+mod agent;
 mod catalog;
 mod events;
 mod fake;
@@ -97,6 +98,9 @@ pub enum Command {
     /// Manage webhook signing secrets (several may be active: rotation).
     #[command(subcommand)]
     Secret(admin::SecretCmd),
+    /// Provision, show or remove a branch's Retell agent (needs the company's retell-api key).
+    #[command(subcommand)]
+    Agent(agent::AgentCmd),
     /// Manage the services a company offers.
     #[command(subcommand)]
     Service(catalog::ServiceCmd),
@@ -188,6 +192,7 @@ pub async fn main() -> Result<()> {
         Command::Company(cmd) => admin::company(&config, cmd).await,
         Command::Branch(cmd) => admin::branch(&config, cmd).await,
         Command::Secret(cmd) => admin::secret(&config, cmd).await,
+        Command::Agent(cmd) => agent::run(&config, cmd).await,
         Command::Service(cmd) => catalog::service(&config, cmd).await,
         Command::Staff(cmd) => catalog::staff(&config, cmd).await,
         Command::Appointments(cmd) => catalog::appointments(&config, cmd).await,

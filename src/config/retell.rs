@@ -7,6 +7,13 @@ impl RetellConfig {
         check_base_url(&self.api_base_url).map_err(|problem| ConfigError::Invalid {
             key: "retell.api_base_url",
             problem,
+        })?;
+        if self.public_url.is_empty() {
+            return Ok(());
+        }
+        check_base_url(&self.public_url).map_err(|problem| ConfigError::Invalid {
+            key: "retell.public_url",
+            problem,
         })
     }
 }
