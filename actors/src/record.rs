@@ -363,4 +363,15 @@ mod tests {
             RecordMeta::from_headers(headers.iter().map(|(k, v)| (*k, v.as_bytes()))).unwrap_err();
         assert_eq!(err.name, header::DEDUP_KEY);
     }
+
+    #[test]
+    fn a_secret_kind_that_sends_no_webhooks_is_no_record_provider() {
+        assert_eq!("retell-api".parse::<Provider>(), Ok(Provider::RetellApi));
+        let mut meta = sample(Disposition::Accept);
+        meta.provider = Provider::RetellApi;
+        let headers = meta.to_headers();
+        let err =
+            RecordMeta::from_headers(headers.iter().map(|(k, v)| (*k, v.as_bytes()))).unwrap_err();
+        assert_eq!(err.name, header::PROVIDER);
+    }
 }
