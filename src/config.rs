@@ -12,9 +12,11 @@ use serde::{Deserialize, Serialize};
 
 mod booking;
 mod kafka;
+mod retell;
 mod store;
 pub use booking::BookingConfig;
 pub use kafka::KafkaConfig;
+pub use retell::check_base_url;
 pub use store::{CqlConfig, StoreBackend, StoreConfig};
 
 /// The commented defaults compiled into the binary.
@@ -127,6 +129,12 @@ pub struct PipelineConfig {
 #[serde(deny_unknown_fields)]
 pub struct RetellConfig {
     pub global_secret: String,
+    /// Retell's management API (`askpro agent`); a tenant's key comes from its `retell-api`
+    /// secret.
+    pub api_base_url: String,
+    /// Where Retell reaches AskPro (tool, webhook and inbound URLs of provisioned agents);
+    /// empty: `askpro agent provision` needs --public-url.
+    pub public_url: String,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -281,6 +289,7 @@ impl Config {
         }
         self.validate_inbound()?;
         self.booking.validate()?;
+        self.retell.validate()?;
         if self.log.backend == LogBackend::Kafka {
             self.kafka.validate(self.pipeline.drain_timeout_ms)?;
             if self.kafka.delivery_timeout_ms > self.ingress.durability_timeout_ms {

@@ -11,6 +11,7 @@ pub mod http;
 pub mod kafka;
 pub mod loadgen;
 pub mod payload;
+pub mod retell;
 pub mod routing;
 pub mod signature;
 pub mod store_bench;

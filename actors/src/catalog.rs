@@ -100,6 +100,32 @@ pub struct Customer {
     pub created_at: DateTime<Utc>,
 }
 
+/// The service [`crate::store::StateStore::ensure_default_service`] creates for `branch`
+/// when it has none; `reason` is kept in its metadata.
+pub fn default_service(
+    branch: &crate::domain::Branch,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> Service {
+    Service {
+        company_id: branch.company_id,
+        id: Uuid::now_v7(),
+        branch_id: Some(branch.id),
+        name: DEFAULT_SERVICE_NAME.into(),
+        duration_minutes: DEFAULT_SERVICE_MINUTES,
+        price_cents: 0,
+        currency: "EUR".into(),
+        calcom_event_type_id: None,
+        active: true,
+        metadata: BTreeMap::from([
+            ("auto_created".to_owned(), "true".to_owned()),
+            ("reason".to_owned(), reason.to_owned()),
+            ("created_at".to_owned(), now.to_rfc3339()),
+        ]),
+        created_at: now,
+    }
+}
+
 /// Result of [`crate::store::StateStore::ensure_default_service`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DefaultService {

@@ -32,6 +32,10 @@ pub struct Branch {
     pub timezone: String,
     /// The Retell agent that answers this branch's calls (`call_inbound` override).
     pub retell_agent_id: Option<String>,
+    /// The Retell LLM behind that agent, when `askpro agent provision` made it (kept so a
+    /// provisioning run that stopped before creating the agent reuses it).
+    #[serde(default)]
+    pub retell_llm_id: Option<String>,
     /// Where this branch books; `None` until `askpro branch set-calcom`.
     pub calcom: Option<CalcomConfig>,
     pub created_at: DateTime<Utc>,

@@ -20,6 +20,10 @@ use crate::ids::{CompanyId, EventId};
 pub enum Provider {
     Retell,
     Calcom,
+    /// Not a webhook sender: the kind of the company's Retell API key (a secret that
+    /// `askpro agent provision` calls Retell's API with). Never on the log.
+    #[serde(rename = "retell-api")]
+    RetellApi,
 }
 
 impl Provider {
@@ -27,7 +31,13 @@ impl Provider {
         match self {
             Provider::Retell => "retell",
             Provider::Calcom => "calcom",
+            Provider::RetellApi => "retell-api",
         }
+    }
+
+    /// Whether records on the log may name it (the secret kinds that are no sender may not).
+    pub fn sends_webhooks(self) -> bool {
+        !matches!(self, Provider::RetellApi)
     }
 }
 
@@ -43,10 +53,18 @@ impl FromStr for Provider {
         match s {
             "retell" => Ok(Provider::Retell),
             "calcom" => Ok(Provider::Calcom),
+            "retell-api" => Ok(Provider::RetellApi),
             other => Err(format!(
-                "unknown provider {other:?} (expected retell or calcom)"
+                "unknown provider {other:?} (expected retell, calcom or retell-api)"
             )),
         }
+    }
+}
+
+fn webhook_sender(provider: Provider) -> Result<Provider, String> {
+    match provider.sends_webhooks() {
+        true => Ok(provider),
+        false => Err(format!("{provider} sends no webhooks")),
     }
 }
 
@@ -205,6 +223,7 @@ impl RecordMeta {
                 .map_err(|e| bad(header::EVENT_ID, &e))?,
             provider: get(header::PROVIDER)?
                 .parse()
+                .and_then(webhook_sender)
                 .map_err(|e: String| bad(header::PROVIDER, &e))?,
             company_id: get(header::COMPANY_ID)?
                 .parse()
@@ -343,5 +362,16 @@ mod tests {
         let err =
             RecordMeta::from_headers(headers.iter().map(|(k, v)| (*k, v.as_bytes()))).unwrap_err();
         assert_eq!(err.name, header::DEDUP_KEY);
+    }
+
+    #[test]
+    fn a_secret_kind_that_sends_no_webhooks_is_no_record_provider() {
+        assert_eq!("retell-api".parse::<Provider>(), Ok(Provider::RetellApi));
+        let mut meta = sample(Disposition::Accept);
+        meta.provider = Provider::RetellApi;
+        let headers = meta.to_headers();
+        let err =
+            RecordMeta::from_headers(headers.iter().map(|(k, v)| (*k, v.as_bytes()))).unwrap_err();
+        assert_eq!(err.name, header::PROVIDER);
     }
 }

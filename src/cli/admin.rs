@@ -78,10 +78,12 @@ pub enum SecretCmd {
         /// The company's id (see `askpro company list`).
         #[arg(long, value_name = "ID")]
         company: CompanyId,
-        /// retell or calcom.
+        /// retell, calcom or retell-api.
         #[arg(long, value_parser = parse_provider)]
         provider: Provider,
-        /// Retell: the API key with webhook permission. Cal.com: the webhook secret.
+        /// retell: the API key with webhook permission (verifies Retell's webhooks). calcom:
+        /// the webhook secret. retell-api: the Retell API key `askpro agent provision` uses
+        /// (the newest one counts).
         #[arg(long)]
         value: String,
         /// Print one JSON document (for scripts) instead of text.
@@ -102,7 +104,7 @@ pub enum SecretCmd {
         /// The company's id (see `askpro company list`).
         #[arg(long, value_name = "ID")]
         company: CompanyId,
-        /// retell or calcom.
+        /// retell, calcom or retell-api.
         #[arg(long, value_parser = parse_provider)]
         provider: Provider,
         #[arg(long = "id", value_name = "SECRET_ID")]
@@ -176,6 +178,7 @@ pub async fn branch(config: &Config, cmd: BranchCmd) -> Result<()> {
                 phone: e164,
                 timezone,
                 retell_agent_id: agent_id,
+                retell_llm_id: None,
                 calcom: None,
                 created_at: chrono::Utc::now(),
                 fallback_email: None,
@@ -245,6 +248,7 @@ pub async fn secret(config: &Config, cmd: SecretCmd) -> Result<()> {
         SecretCmd::List { company, json } => {
             let mut all = store.secrets(company, Provider::Retell).await?;
             all.extend(store.secrets(company, Provider::Calcom).await?);
+            all.extend(store.secrets(company, Provider::RetellApi).await?);
             let shown: Vec<_> = all.iter().map(redacted).collect();
             emit(json, &shown, |_| {
                 all.iter()

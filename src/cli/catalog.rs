@@ -18,7 +18,7 @@ use crate::config::Config;
 
 #[path = "catalog_branch.rs"]
 mod branch;
-pub(super) use branch::{agent_id, set_calcom, shown_branch, update_branch};
+pub(super) use branch::{agent_id, find_branch, set_calcom, shown_branch, update_branch};
 pub use branch::{SetCalcomArgs, UpdateBranchArgs};
 
 #[derive(Subcommand, Debug)]

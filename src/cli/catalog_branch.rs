@@ -93,6 +93,7 @@ pub(in crate::cli) fn shown_branch(b: &Branch) -> Value {
         "phone": b.phone,
         "timezone": b.timezone,
         "retell_agent_id": b.retell_agent_id,
+        "retell_llm_id": b.retell_llm_id,
         "calcom": calcom,
         "fallback_email": b.fallback_email,
         "created_at": b.created_at,
@@ -213,7 +214,7 @@ fn checked_email(raw: &str) -> Result<String> {
 }
 
 /// A branch by id alone: scans every company's branches (an admin command; there are few).
-async fn find_branch(store: &dyn StateStore, id: BranchId) -> Result<Branch> {
+pub(crate) async fn find_branch(store: &dyn StateStore, id: BranchId) -> Result<Branch> {
     for company in store.companies().await? {
         if let Some(branch) = store.branch(company.id, id).await? {
             return Ok(branch);

@@ -80,3 +80,44 @@ pub async fn run(args: FakeCalcomArgs) -> Result<()> {
     crate::calcom::fake::run(listener, config, shutdown).await?;
     Ok(())
 }
+
+const RETELL_AFTER_HELP: &str = "\
+Point `askpro agent provision --retell-base-url` at it, e.g. http://127.0.0.1:8097.
+
+Endpoints: POST /create-retell-llm, PATCH /update-retell-llm/{id}, GET /get-retell-llm/{id},
+GET /list-retell-llms, DELETE /delete-retell-llm/{id}, POST /create-agent,
+PATCH /update-agent/{id}, GET /get-agent/{id}, GET /list-agents, DELETE /delete-agent/{id},
+POST /create-phone-number {phone_number}, PATCH /update-phone-number/{number},
+GET /get-phone-number/{number}, GET /list-phone-numbers. State lives in memory. Unknown
+fields and the removed inbound_agent_id are refused (400).";
+
+#[derive(clap::Args, Debug)]
+#[command(after_help = RETELL_AFTER_HELP)]
+pub struct FakeRetellArgs {
+    /// Address to listen on.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8097")]
+    pub listen: SocketAddr,
+    /// The only API key accepted (`Authorization: Bearer KEY`); any non-empty key without it.
+    #[arg(long, value_name = "KEY")]
+    pub api_key: Option<String>,
+    /// A phone number (E.164) the fake account owns from the start; repeatable.
+    #[arg(long = "phone-number", value_name = "E164")]
+    pub phone_numbers: Vec<String>,
+}
+
+/// Serves until ctrl-c or SIGTERM. Prints `fake retell listening on http://ADDR` once bound.
+pub async fn run_retell(args: FakeRetellArgs) -> Result<()> {
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let addr = listener.local_addr().context("no local address")?;
+    let config = crate::retell::FakeRetellConfig {
+        api_key: args.api_key,
+        phone_numbers: args.phone_numbers,
+    };
+    super::output::println(format_args!("fake retell listening on http://{addr}"))?;
+    let shutdown = CancellationToken::new();
+    tokio::spawn(super::cancel_on_signal(shutdown.clone()));
+    crate::retell::fake::run(listener, config, shutdown).await?;
+    Ok(())
+}

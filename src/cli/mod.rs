@@ -2,6 +2,7 @@
 //! one JSON document with `--json`; `--config` and `--data-dir` work in any position.
 
 mod admin;
+mod agent;
 mod catalog;
 mod events;
 mod fake;
@@ -97,6 +98,9 @@ pub enum Command {
     /// Manage webhook signing secrets (several may be active: rotation).
     #[command(subcommand)]
     Secret(admin::SecretCmd),
+    /// Provision, show or remove a branch's Retell agent (needs the company's retell-api key).
+    #[command(subcommand)]
+    Agent(agent::AgentCmd),
     /// Manage the services a company offers.
     #[command(subcommand)]
     Service(catalog::ServiceCmd),
@@ -122,6 +126,8 @@ pub enum Command {
     },
     /// Run a fake Cal.com (API v2 bookings and slots) with fault injection, for demos and tests.
     FakeCalcom(fake::FakeCalcomArgs),
+    /// Run a fake Retell API (LLMs, agents, phone numbers in memory), for demos and tests.
+    FakeRetell(fake::FakeRetellArgs),
     /// Time cached call_inbound resolutions in a throwaway store (p50/p99/p99.9 in ns).
     BenchResolver(crate::routing::BenchResolverArgs),
     /// Time the Kafka producer (acks=all, idempotent) on ingress-shaped records, against a
@@ -186,6 +192,7 @@ pub async fn main() -> Result<()> {
         Command::Company(cmd) => admin::company(&config, cmd).await,
         Command::Branch(cmd) => admin::branch(&config, cmd).await,
         Command::Secret(cmd) => admin::secret(&config, cmd).await,
+        Command::Agent(cmd) => agent::run(&config, cmd).await,
         Command::Service(cmd) => catalog::service(&config, cmd).await,
         Command::Staff(cmd) => catalog::staff(&config, cmd).await,
         Command::Appointments(cmd) => catalog::appointments(&config, cmd).await,
@@ -194,6 +201,7 @@ pub async fn main() -> Result<()> {
         Command::Loadgen(cmd) => admin::loadgen(&config, cmd).await,
         Command::BenchServer { listen } => bench_server(listen).await,
         Command::FakeCalcom(args) => fake::run(args).await,
+        Command::FakeRetell(args) => fake::run_retell(args).await,
         Command::BenchProducer(args) => crate::kafka::bench::run(&config, args).await,
         Command::BenchStore(args) => bench_store(&config, args).await,
         Command::BenchResolver(args) => {

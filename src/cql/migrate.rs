@@ -56,6 +56,14 @@ pub const MIGRATIONS: &[Migration] = &[
             "/schemas/cql/0003_contact.cql"
         )),
     },
+    Migration {
+        version: 4,
+        name: "retell_llm",
+        cql: include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/schemas/cql/0004_retell_llm.cql"
+        )),
+    },
 ];
 
 /// How long the schema lock lives if its holder dies.

@@ -66,6 +66,13 @@ impl From<CompanyRow> for Company {
     }
 }
 
+/// A branch's Retell LLM (`branch_retell_llms`).
+#[derive(DeserializeRow)]
+pub(super) struct BranchLlmRow {
+    pub branch_id: Uuid,
+    pub llm_id: Option<String>,
+}
+
 #[derive(DeserializeRow)]
 pub(super) struct BranchRow {
     company_id: Uuid,
@@ -98,6 +105,8 @@ impl BranchRow {
             calcom,
             created_at: self.created_at,
             fallback_email: self.fallback_email,
+            // Lives in branch_retell_llms (0004); the store fills it in.
+            retell_llm_id: None,
         })
     }
 }

@@ -125,6 +125,11 @@ statements! {
     branch_update: Lwt = "UPDATE branches SET name = ?, phone = ?, timezone = ?, \
         retell_agent_id = ?, calcom = ?, created_at = ?, fallback_email = ? \
         WHERE company_id = ? AND branch_id = ? IF phone = ?";
+    branch_llm_set: Write =
+        "INSERT INTO branch_retell_llms (company_id, branch_id, llm_id) VALUES (?, ?, ?)";
+    branch_llm_get: Read =
+        "SELECT branch_id, llm_id FROM branch_retell_llms WHERE company_id = ? AND branch_id = ?";
+    branch_llm_all: Read = "SELECT branch_id, llm_id FROM branch_retell_llms WHERE company_id = ?";
 
     phone_claim: Lwt = "INSERT INTO phone_routes (phone, company_id, branch_id, claimed_at) \
         VALUES (?, ?, ?, ?) IF NOT EXISTS";

@@ -15,7 +15,7 @@ use chrono::Utc;
 use scylla::value::Counter;
 
 use super::claims::{self, MAX_ATTEMPTS};
-use super::rows::{calcom_json, BranchRow, CompanyRow, PhoneRow, SecretRow};
+use super::rows::{calcom_json, BranchLlmRow, BranchRow, CompanyRow, PhoneRow, SecretRow};
 use super::{CqlError, CqlStore, Out};
 
 /// What claiming a phone number found.
@@ -76,7 +76,25 @@ impl CqlStore {
             .db()
             .one("branch", "branches", st, (company.0, id.0))
             .await?;
-        Ok(row.map(BranchRow::into_domain).transpose()?)
+        let Some(mut branch) = row.map(BranchRow::into_domain).transpose()? else {
+            return Ok(None);
+        };
+        let st = &self.st().branch_llm_get;
+        let llm: Option<BranchLlmRow> = self
+            .db()
+            .one("branch", "branch_retell_llms", st, (company.0, id.0))
+            .await?;
+        branch.retell_llm_id = llm.and_then(|row| row.llm_id);
+        Ok(Some(branch))
+    }
+
+    /// Written before the branch row, so a reader never sees a branch without the LLM its
+    /// update named (an index-first order, as for the other query tables).
+    async fn write_branch_llm(&self, b: &Branch) -> Out<()> {
+        let st = &self.st().branch_llm_set;
+        let values = (b.company_id.0, b.id.0, b.retell_llm_id.as_deref());
+        self.db().exec("write_branch_llm", st, values).await?;
+        Ok(())
     }
 
     pub(super) async fn branches_cql(&self, company: CompanyId) -> Out<Vec<Branch>> {
@@ -89,6 +107,16 @@ impl CqlStore {
             .into_iter()
             .map(BranchRow::into_domain)
             .collect::<Result<Vec<_>, CqlError>>()?;
+        let st = &self.st().branch_llm_all;
+        let llms: Vec<BranchLlmRow> = self
+            .db()
+            .all("branches", "branch_retell_llms", st, (company.0,))
+            .await?;
+        for row in llms {
+            if let Some(branch) = all.iter_mut().find(|b| b.id.0 == row.branch_id) {
+                branch.retell_llm_id = row.llm_id;
+            }
+        }
         all.sort_by_key(|b| (b.created_at, b.id));
         Ok(all)
     }
@@ -119,6 +147,9 @@ impl CqlStore {
             b.created_at,
             b.fallback_email.as_deref(),
         );
+        if b.retell_llm_id.is_some() {
+            self.write_branch_llm(b).await?;
+        }
         let st = &self.st().branch_insert;
         if !self.db().lwt(OP, "branches", st, values).await? {
             self.release_phone(OP, &b.phone, b.company_id, b.id).await?;
@@ -163,6 +194,7 @@ impl CqlStore {
                 b.id.0,
                 &old.phone,
             );
+            self.write_branch_llm(b).await?;
             let st = &self.st().branch_update;
             if self.db().lwt(OP, "branches", st, values).await? {
                 if moved {

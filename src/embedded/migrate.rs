@@ -50,6 +50,14 @@ pub(crate) const STATE: &[Migration] = &[
             "/schemas/sql/state/0003_contact.sql"
         )),
     },
+    Migration {
+        version: 4,
+        name: "retell_llm",
+        sql: include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/schemas/sql/state/0004_retell_llm.sql"
+        )),
+    },
 ];
 
 /// Why a database could not be brought to the current schema.

@@ -86,7 +86,7 @@ pub(super) fn update_branch(conn: &Connection, b: &Branch) -> Res<()> {
     }
     conn.prepare_cached(
         "UPDATE branches SET name = ?3, phone = ?4, timezone = ?5, created_at = ?6,
-         retell_agent_id = ?7, calcom = ?8, fallback_email = ?9
+         retell_agent_id = ?7, calcom = ?8, fallback_email = ?9, retell_llm_id = ?10
          WHERE company_id = ?1 AND branch_id = ?2",
     )?
     .execute(params![
@@ -98,7 +98,8 @@ pub(super) fn update_branch(conn: &Connection, b: &Branch) -> Res<()> {
         ms(b.created_at),
         b.retell_agent_id,
         calcom,
-        b.fallback_email
+        b.fallback_email,
+        b.retell_llm_id
     ])?;
     if old_phone != b.phone {
         conn.prepare_cached(

@@ -112,7 +112,7 @@ pub(super) fn company(r: &Row<'_>) -> rusqlite::Result<Company> {
 
 pub(super) const BRANCH_COLS: &str =
     "company_id, branch_id, name, phone, timezone, created_at, retell_agent_id, calcom, \
-     fallback_email";
+     fallback_email, retell_llm_id";
 
 pub(super) fn branch(r: &Row<'_>) -> rusqlite::Result<Branch> {
     Ok(Branch {
@@ -125,6 +125,7 @@ pub(super) fn branch(r: &Row<'_>) -> rusqlite::Result<Branch> {
         retell_agent_id: r.get(6)?,
         calcom: opt_json(r, 7)?,
         fallback_email: r.get(8)?,
+        retell_llm_id: r.get(9)?,
     })
 }
 

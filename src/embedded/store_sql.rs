@@ -58,7 +58,7 @@ pub(super) fn create_branch(conn: &Connection, b: &Branch) -> Res<()> {
     }
     let inserted = conn
         .prepare_cached(&format!(
-            "INSERT INTO branches ({}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+            "INSERT INTO branches ({}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
              ON CONFLICT DO NOTHING",
             rows::BRANCH_COLS
         ))?
@@ -72,6 +72,7 @@ pub(super) fn create_branch(conn: &Connection, b: &Branch) -> Res<()> {
             b.retell_agent_id,
             b.calcom.as_ref().map(rows::to_json).transpose()?,
             b.fallback_email,
+            b.retell_llm_id,
         ])?;
     if inserted == 0 {
         return Err(StoreError::Conflict(format!(

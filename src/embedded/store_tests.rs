@@ -259,7 +259,10 @@ async fn migration_2_keeps_existing_appointments_and_branches() {
         Some(stored)
     );
     let branch = store.branch(company, branch_id).await.unwrap().unwrap();
-    assert_eq!((branch.retell_agent_id, branch.calcom), (None, None));
+    assert_eq!(
+        (branch.retell_agent_id, branch.calcom, branch.retell_llm_id),
+        (None, None, None)
+    );
     assert_eq!(
         branch.fallback_email, None,
         "migration 3 adds an empty column"

@@ -81,6 +81,7 @@ async fn provision_branch(
             phone: phone.clone(),
             timezone: "Europe/Berlin".into(),
             retell_agent_id: Some(format!("agent_lg_{index:026x}")),
+            retell_llm_id: None,
             calcom: None,
             created_at: Utc::now(),
             fallback_email: None,

@@ -205,6 +205,7 @@ async fn populate(store: &dyn StateStore, branches: u64) -> anyhow::Result<Vec<S
             phone: phone.clone(),
             timezone: "Europe/Berlin".into(),
             retell_agent_id: Some(format!("agent_bench_{i}")),
+            retell_llm_id: None,
             calcom: None,
             created_at: now,
             fallback_email: None,

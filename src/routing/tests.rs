@@ -99,6 +99,7 @@ async fn branch(
         phone: phone.into(),
         timezone: "Europe/Berlin".into(),
         retell_agent_id: agent.map(str::to_owned),
+        retell_llm_id: None,
         calcom: None,
         created_at: chrono::Utc::now(),
         fallback_email: None,

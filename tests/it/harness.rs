@@ -250,6 +250,7 @@ pub async fn tenant(store: &dyn StateStore, name: &str, phone_e164: &str) -> Ten
         phone: phone_e164.to_owned(),
         timezone: "Europe/Berlin".into(),
         retell_agent_id: None,
+        retell_llm_id: None,
         calcom: None,
         created_at: chrono::Utc::now(),
         fallback_email: None,

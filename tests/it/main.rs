@@ -1,4 +1,5 @@
 //! AskPro's integration suite: one test binary (modules below), real HTTP over loopback.
+mod agent_provision;
 mod anonymous;
 mod booking;
 mod booking_faults;

@@ -101,6 +101,7 @@ async fn a_replay_of_a_call_booked_under_the_pre_tenant_key_books_nothing_again(
         timezone: Some("Europe/Berlin".into()),
         rescheduled_to_uid: None,
         idempotency_key: Some("retell-call:call_legacy".into()),
+        contact_source: None,
         sync_attempts: 1,
         last_error: None,
         source_event: askpro_actors::EventId::new(),

@@ -58,6 +58,7 @@ pub fn branch(company_id: CompanyId, phone: &str) -> Branch {
         phone: phone.into(),
         timezone: "Europe/Berlin".into(),
         retell_agent_id: None,
+        retell_llm_id: None,
         calcom: None,
         created_at: at(1),
         fallback_email: None,

@@ -289,6 +289,7 @@ pub async fn update_branch_moves_phone_and_bumps_routing(store: &dyn StateStore)
         phone: unique_phone(),
         name: "Mitte neu".into(),
         retell_agent_id: Some("agent_42".into()),
+        retell_llm_id: Some("llm_42".into()),
         calcom: Some(CalcomConfig {
             api_key: "cal_live_secret".into(),
             event_type_id: 7,

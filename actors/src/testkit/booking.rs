@@ -335,6 +335,7 @@ impl BookingFixture {
             phone: BRANCH_PHONE.into(),
             timezone: "Europe/Berlin".into(),
             retell_agent_id: None,
+            retell_llm_id: None,
             calcom,
             created_at: t0(),
             fallback_email: None,

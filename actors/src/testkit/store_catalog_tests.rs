@@ -28,6 +28,7 @@ async fn setup() -> (Arc<MemStore>, Branch) {
         phone: "+493011111111".into(),
         timezone: "Europe/Berlin".into(),
         retell_agent_id: None,
+        retell_llm_id: None,
         calcom: None,
         created_at: t0(),
         fallback_email: None,
