@@ -13,9 +13,11 @@ use serde::{Deserialize, Serialize};
 mod booking;
 mod kafka;
 mod store;
+mod tools;
 pub use booking::BookingConfig;
 pub use kafka::KafkaConfig;
 pub use store::{CqlConfig, StoreBackend, StoreConfig};
+pub use tools::ToolsConfig;
 
 /// The commented defaults compiled into the binary.
 pub const DEFAULTS: &str = include_str!("../config.default.toml");
@@ -48,6 +50,7 @@ pub struct Config {
     pub retell: RetellConfig,
     pub phone: PhoneConfig,
     pub telemetry: TelemetryConfig,
+    pub tools: ToolsConfig,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -280,6 +283,7 @@ impl Config {
             );
         }
         self.validate_inbound()?;
+        self.tools.validate(self.server.request_timeout_ms)?;
         self.booking.validate()?;
         if self.log.backend == LogBackend::Kafka {
             self.kafka.validate(self.pipeline.drain_timeout_ms)?;

@@ -21,6 +21,7 @@
 //! analysis has heard the end of the call, where the caller may have backed out.
 
 mod date;
+pub mod spoken;
 mod time;
 mod when;
 
