@@ -350,3 +350,47 @@ async fn odd_values_ask_the_caller_to_repeat() {
     assert_eq!(answer["available"], true, "{answer}");
     assert!(s.fake.bookings().is_empty());
 }
+
+#[tokio::test]
+async fn the_caller_moves_their_own_appointment_and_no_one_else_can() {
+    let s = setup(|_| {}).await;
+    let book = tool_body(
+        "book_appointment",
+        "call_r",
+        &s.a.phone,
+        CALLER,
+        book_args("09:00"),
+    );
+    let (_, booked) = post_tool(&s.server, &s.a, "book_appointment", &book).await;
+    assert_eq!(booked["booked"], true, "{booked}");
+
+    let args = json!({"date": next_week(), "time": "16:30"});
+    let foreign = tool_body(
+        "reschedule_appointment",
+        "call_r2",
+        &s.b.phone,
+        CALLER,
+        args.clone(),
+    );
+    let (_, refused) = post_tool(&s.server, &s.b, "reschedule_appointment", &foreign).await;
+    assert_eq!(refused["rescheduled"], false, "{refused}");
+
+    let own = tool_body(
+        "reschedule_appointment",
+        "call_r2",
+        &s.a.phone,
+        CALLER,
+        args,
+    );
+    let (_, moved) = post_tool(&s.server, &s.a, "reschedule_appointment", &own).await;
+    assert_eq!(moved["rescheduled"], true, "{moved}");
+    assert_eq!(moved["start"], iso_next_week("16:30"));
+    let bookings = s.fake.bookings();
+    let statuses: Vec<&str> = bookings.iter().map(|b| b.status.as_str()).collect();
+    assert_eq!(statuses, ["cancelled", "accepted"]);
+    let find = tool_body("find_appointment", "call_r3", &s.a.phone, CALLER, json!({}));
+    let (_, found) = post_tool(&s.server, &s.a, "find_appointment", &find).await;
+    let listed = found["appointments"].as_array().unwrap();
+    assert_eq!(listed.len(), 1, "{found}");
+    assert_eq!(listed[0]["start"], iso_next_week("16:30"));
+}
