@@ -298,6 +298,7 @@ pub async fn run(
         registry,
         http_metrics,
     );
+    state.tools = Some(tool_service(&config, &state, booker.clone())?);
     state.booker = booker;
     let state = Arc::new(state);
     // call_inbound routing cache: cleared when another process changes phone routing.
@@ -451,4 +452,25 @@ async fn drain_workers(group: &ActorRef<GroupMsg>, partitions: u32, config: &Con
         .stop_and_wait(Some("shutdown".into()), None)
         .await
         .ok();
+}
+
+/// The live tool service: the worker's booker when this process has one (its breakers, rate
+/// limits and leases), else a client of its own (bookings then wait for a worker).
+fn tool_service(
+    config: &Config,
+    state: &AppState,
+    booker: Option<Arc<askpro_actors::booking::Booker>>,
+) -> Result<Arc<askpro_actors::tools::ToolService>, AppError> {
+    let client = crate::calcom::CalcomClient::new(crate::calcom::ClientOptions {
+        connect_timeout: Duration::from_millis(config.booking.connect_timeout_ms),
+        request_timeout: Duration::from_millis(config.booking.request_timeout_ms),
+    })
+    .map_err(|e| AppError::Booking(e.to_string()))?;
+    Ok(askpro_actors::tools::ToolService::new(
+        Arc::clone(&state.store),
+        Arc::new(client),
+        booker,
+        Arc::clone(&state.clock),
+        config.tools.settings(&config.phone.default_region),
+    ))
 }

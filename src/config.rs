@@ -14,10 +14,12 @@ mod booking;
 mod kafka;
 mod retell;
 mod store;
+mod tools;
 pub use booking::BookingConfig;
 pub use kafka::KafkaConfig;
 pub use retell::check_base_url;
 pub use store::{CqlConfig, StoreBackend, StoreConfig};
+pub use tools::ToolsConfig;
 
 /// The commented defaults compiled into the binary.
 pub const DEFAULTS: &str = include_str!("../config.default.toml");
@@ -50,6 +52,7 @@ pub struct Config {
     pub retell: RetellConfig,
     pub phone: PhoneConfig,
     pub telemetry: TelemetryConfig,
+    pub tools: ToolsConfig,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -288,6 +291,7 @@ impl Config {
             );
         }
         self.validate_inbound()?;
+        self.tools.validate(self.server.request_timeout_ms)?;
         self.booking.validate()?;
         self.retell.validate()?;
         if self.log.backend == LogBackend::Kafka {

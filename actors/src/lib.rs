@@ -33,6 +33,7 @@ pub mod tenant_supervisor;
 #[cfg(test)]
 pub(crate) mod testkit;
 pub mod timestamp;
+pub mod tools;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{LogError, StoreError};

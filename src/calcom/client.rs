@@ -10,7 +10,7 @@
 use std::time::{Duration, Instant};
 
 use askpro_actors::booking::{
-    Booking, BookingApi, BookingError, CreateBooking, FindBooking, Slots,
+    Booking, BookingApi, BookingError, CreateBooking, FindBooking, SlotReservation, Slots,
 };
 use askpro_actors::catalog::CalcomConfig;
 use async_trait::async_trait;
@@ -180,6 +180,44 @@ impl BookingApi for CalcomClient {
             .query("timeZone", time_zone);
         let data = self.call(target, call).await?;
         parse_slots(&data)
+    }
+
+    async fn reserve_slot(
+        &self,
+        target: &CalcomConfig,
+        event_type_id: i64,
+        start: DateTime<Utc>,
+        length_minutes: Option<u32>,
+    ) -> Result<SlotReservation, BookingError> {
+        let mut body = json!({"eventTypeId": event_type_id, "slotStart": iso(start)});
+        if let Some(minutes) = length_minutes {
+            body["slotDuration"] = minutes.into();
+        }
+        let call = Call::new("reserve_slot", Method::POST, &["slots", "reservations"]).body(body);
+        let data = self.call(target, call).await?;
+        let field = |name: &str| data.get(name).and_then(Value::as_str);
+        let instant = |name: &str| {
+            field(name)
+                .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+                .map(|t| t.with_timezone(&Utc))
+        };
+        // The hold exists but we cannot read it: it simply runs out after its 5 minutes.
+        match (field("reservationUid"), instant("reservationUntil")) {
+            (Some(uid), Some(until)) => Ok(SlotReservation {
+                uid: uid.to_owned(),
+                start,
+                until,
+            }),
+            _ => Err(BookingError::Unknown {
+                reason: "unreadable slot reservation".into(),
+            }),
+        }
+    }
+
+    async fn release_slot(&self, target: &CalcomConfig, uid: &str) -> Result<(), BookingError> {
+        let segments = ["slots", "reservations", uid];
+        let call = Call::new("release_slot", Method::DELETE, &segments);
+        self.call(target, call).await.map(drop)
     }
 
     async fn create_booking(

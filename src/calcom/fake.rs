@@ -12,6 +12,7 @@
 //! create commit the booking and then stall, as a response lost after Cal.com acted.
 
 mod handlers;
+mod slots;
 mod state;
 
 use std::net::SocketAddr;
@@ -28,8 +29,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use self::handlers::FakeError;
+pub use self::slots::OpeningHours;
 use self::state::Shared;
-pub use self::state::{FakeAttendee, FakeBooking, FakeHost, FakeStats};
+pub use self::state::{FakeAttendee, FakeBooking, FakeHost, FakeReservation, FakeStats};
 use super::{API_VERSION_HEADER, BOOKINGS_API_VERSION, SLOTS_API_VERSION};
 
 /// Cal.com's default: 120 requests a minute per API key.
@@ -71,6 +73,8 @@ pub struct FakeConfig {
     pub rate_limit_per_min: u32,
     /// Seeds `error_rate` draws and booking uids.
     pub seed: u64,
+    /// When `GET /v2/slots` offers slots, and how long they are.
+    pub hours: OpeningHours,
 }
 
 impl Default for FakeConfig {
@@ -79,6 +83,7 @@ impl Default for FakeConfig {
             faults: Faults::default(),
             rate_limit_per_min: DEFAULT_RATE_LIMIT_PER_MIN,
             seed: 1,
+            hours: OpeningHours::default(),
         }
     }
 }
@@ -164,6 +169,11 @@ impl FakeCalcom {
         self.shared.stats()
     }
 
+    /// Every slot hold, expired ones included until the next hold drops them.
+    pub fn reservations(&self) -> Vec<FakeReservation> {
+        self.shared.reservations()
+    }
+
     /// Forgets bookings, counters and rate-limit windows; faults return to the config's.
     pub fn reset(&self) {
         self.shared.reset();
@@ -214,7 +224,12 @@ async fn serve(
 
 fn router(shared: Arc<Shared>) -> Router {
     let api = Router::new()
-        .route("/v2/slots", get(handlers::slots))
+        .route("/v2/slots", get(slots::slots))
+        .route("/v2/slots/reservations", post(slots::reserve))
+        .route(
+            "/v2/slots/reservations/{uid}",
+            axum::routing::delete(slots::release),
+        )
         .route(
             "/v2/bookings",
             post(handlers::create_booking).get(handlers::list_bookings),

@@ -5,12 +5,13 @@ use std::net::SocketAddr;
 use anyhow::{Context, Result};
 use tokio_util::sync::CancellationToken;
 
-use crate::calcom::fake::{FakeConfig, Faults, DEFAULT_RATE_LIMIT_PER_MIN};
+use crate::calcom::fake::{FakeConfig, Faults, OpeningHours, DEFAULT_RATE_LIMIT_PER_MIN};
 
 const AFTER_HELP: &str = "\
 Point a branch at it with its base URL (without /v2), e.g. http://127.0.0.1:8098.
 
-Endpoints: GET /v2/slots, POST|GET /v2/bookings, GET /v2/bookings/{uid},
+Endpoints: GET /v2/slots, POST /v2/slots/reservations, DELETE
+/v2/slots/reservations/{uid}, POST|GET /v2/bookings, GET /v2/bookings/{uid},
 POST /v2/bookings/{uid}/cancel, POST /v2/bookings/{uid}/reschedule. Requests need
 `Authorization: Bearer <any key>` and the right `cal-api-version` (bookings 2024-08-13,
 slots 2024-09-04).
@@ -44,6 +45,15 @@ pub struct FakeCalcomArgs {
     /// Seed of the --error-rate draws and booking uids (same seed, same run).
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub seed: u64,
+    /// First hour GET /v2/slots offers (local to the requested timeZone).
+    #[arg(long, value_name = "H", default_value_t = 9)]
+    pub open_hour: u32,
+    /// Hour by which the last slot ends.
+    #[arg(long, value_name = "H", default_value_t = 17)]
+    pub close_hour: u32,
+    /// Slot length and step in minutes.
+    #[arg(long, value_name = "N", default_value_t = 30)]
+    pub slot_minutes: u32,
 }
 
 fn parse_rate(text: &str) -> Result<f64, String> {
@@ -73,7 +83,15 @@ pub async fn run(args: FakeCalcomArgs) -> Result<()> {
         },
         rate_limit_per_min: args.rate_limit_per_min,
         seed: args.seed,
+        hours: OpeningHours {
+            open_hour: args.open_hour,
+            close_hour: args.close_hour,
+            slot_minutes: args.slot_minutes,
+        },
     };
+    if let Some(problem) = config.hours.problem() {
+        anyhow::bail!(problem);
+    }
     super::output::println(format_args!("fake cal.com listening on http://{addr}"))?;
     let shutdown = CancellationToken::new();
     tokio::spawn(super::cancel_on_signal(shutdown.clone()));

@@ -6,6 +6,7 @@ mod inbound;
 mod ops;
 mod serve;
 mod tenants;
+mod tools;
 mod webhooks;
 
 use std::sync::Arc;
@@ -52,6 +53,8 @@ pub struct AppState {
     pub booker: Option<Arc<askpro_actors::booking::Booker>>,
     /// When this process started: in-memory state such as the breakers is known since then.
     pub started_at: chrono::DateTime<chrono::Utc>,
+    /// Live Retell tool calls; `None` answers them 503.
+    pub tools: Option<Arc<askpro_actors::tools::ToolService>>,
     tenants: TenantCache,
 }
 
@@ -69,6 +72,7 @@ impl AppState {
         Self {
             tenants: TenantCache::new(Arc::clone(&backends.store), ttl),
             booker: None,
+            tools: None,
             started_at: clock.now(),
             inbound: Arc::new(InboundResolver::new(
                 Arc::clone(&backends.store),
@@ -151,6 +155,10 @@ pub fn router(state: Arc<AppState>) -> Router {
             .route(
                 "/webhooks/retell/{company_id}",
                 post(webhooks::retell_for_company),
+            )
+            .route(
+                "/webhooks/retell/{company_id}/functions/{tool}",
+                post(tools::retell_tool),
             )
             .route(
                 "/webhooks/calcom/{company_id}",

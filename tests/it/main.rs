@@ -30,3 +30,4 @@ mod shutdown;
 mod signature_sdk;
 mod store_contract;
 mod supervision;
+mod tools;

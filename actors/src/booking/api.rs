@@ -151,6 +151,14 @@ impl BookingError {
 /// Free start times, as UTC instants.
 pub type Slots = Vec<DateTime<Utc>>;
 
+/// A hold on one slot (`POST /v2/slots/reservations`): nobody else can book it until `until`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlotReservation {
+    pub uid: String,
+    pub start: DateTime<Utc>,
+    pub until: DateTime<Utc>,
+}
+
 /// Cal.com API v2, the calls the pipeline makes. Every call takes the branch's connection, so
 /// one client serves every tenant (each with its own key and base URL).
 #[async_trait]
@@ -164,6 +172,20 @@ pub trait BookingApi: Send + Sync + 'static {
         end: DateTime<Utc>,
         time_zone: &str,
     ) -> Result<Slots, BookingError>;
+
+    /// `POST /v2/slots/reservations` (`cal-api-version: 2024-09-04`): holds `start` for
+    /// Cal.com's default 5 minutes. A slot taken or held by someone else is `Permanent` (409).
+    async fn reserve_slot(
+        &self,
+        target: &CalcomConfig,
+        event_type_id: i64,
+        start: DateTime<Utc>,
+        length_minutes: Option<u32>,
+    ) -> Result<SlotReservation, BookingError>;
+
+    /// `DELETE /v2/slots/reservations/{uid}`: gives a hold back (a booking against a hold is
+    /// refused, even for the holder, since the booking request cannot name the hold).
+    async fn release_slot(&self, target: &CalcomConfig, uid: &str) -> Result<(), BookingError>;
 
     /// `POST /v2/bookings` (`cal-api-version: 2024-08-13`).
     async fn create_booking(

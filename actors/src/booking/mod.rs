@@ -11,8 +11,8 @@ pub mod parked;
 pub mod request;
 
 pub use api::{
-    Attendee, Booking, BookingApi, BookingError, CreateBooking, FindBooking, Slots,
-    APPOINTMENT_METADATA_KEY, COMPANY_METADATA_KEY, IDEMPOTENCY_METADATA_KEY,
+    Attendee, Booking, BookingApi, BookingError, CreateBooking, FindBooking, SlotReservation,
+    Slots, APPOINTMENT_METADATA_KEY, COMPANY_METADATA_KEY, IDEMPOTENCY_METADATA_KEY,
 };
 pub use booker::{Booker, BookingSettings, SyncOutcome};
 pub use breaker::{BreakerSettings, BreakerState};

@@ -23,6 +23,7 @@
 
 pub mod contact;
 mod date;
+pub mod spoken;
 mod time;
 mod when;
 

@@ -20,7 +20,7 @@ use uuid::Uuid;
 
 use crate::booking::{
     Booker, Booking, BookingApi, BookingError, BookingMetrics, BookingSettings, CreateBooking,
-    FindBooking, Slots, SyncOutcome,
+    FindBooking, SlotReservation, Slots, SyncOutcome,
 };
 use crate::catalog::CalcomConfig;
 use crate::clock::TokioClock;
@@ -42,6 +42,8 @@ pub const CALLER_PHONE: &str = "+491701234567";
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Method {
     Slots,
+    Reserve,
+    Release,
     Create,
     Find,
     Cancel,
@@ -74,6 +76,10 @@ struct Inner {
     create_requests: Vec<CreateBooking>,
     calls: Vec<ApiCall>,
     next_id: i64,
+    /// Starts `slots` offers (before bookings and holds are taken out).
+    open: Vec<DateTime<Utc>>,
+    /// Held starts by reservation uid.
+    holds: Vec<(String, DateTime<Utc>)>,
 }
 
 /// A fake Cal.com driven by scripts.
@@ -177,12 +183,57 @@ impl BookingApi for ScriptedCalcom {
         &self,
         _target: &CalcomConfig,
         _event_type_id: i64,
-        _start: DateTime<Utc>,
-        _end: DateTime<Utc>,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
         _time_zone: &str,
     ) -> Result<Slots, BookingError> {
         self.log(Method::Slots);
-        Ok(Vec::new())
+        let inner = self.inner();
+        let taken = |at: &DateTime<Utc>| {
+            inner
+                .bookings
+                .iter()
+                .any(|b| b.status == "accepted" && b.start == *at)
+                || inner.holds.iter().any(|(_, held)| held == at)
+        };
+        Ok(inner
+            .open
+            .iter()
+            .filter(|at| **at >= start && **at < end && !taken(at))
+            .copied()
+            .collect())
+    }
+
+    async fn reserve_slot(
+        &self,
+        _target: &CalcomConfig,
+        _event_type_id: i64,
+        start: DateTime<Utc>,
+        _length_minutes: Option<u32>,
+    ) -> Result<SlotReservation, BookingError> {
+        self.log(Method::Reserve);
+        let mut inner = self.inner();
+        let booked = inner
+            .bookings
+            .iter()
+            .any(|b| b.status == "accepted" && b.start == start);
+        if booked || inner.holds.iter().any(|(_, held)| *held == start) {
+            return Err(permanent(409, "ConflictException", "slot taken or held"));
+        }
+        inner.next_id += 1;
+        let uid = format!("hold_{}", inner.next_id);
+        inner.holds.push((uid.clone(), start));
+        Ok(SlotReservation {
+            uid,
+            start,
+            until: start,
+        })
+    }
+
+    async fn release_slot(&self, _target: &CalcomConfig, uid: &str) -> Result<(), BookingError> {
+        self.log(Method::Release);
+        self.inner().holds.retain(|(held, _)| held != uid);
+        Ok(())
     }
 
     async fn create_booking(
@@ -194,6 +245,13 @@ impl BookingApi for ScriptedCalcom {
         let step = {
             let mut inner = self.inner();
             inner.create_requests.push(request.clone());
+            if inner.holds.iter().any(|(_, held)| *held == request.start) {
+                return Err(permanent(
+                    409,
+                    "ConflictException",
+                    "reserved_slot_not_first_in_line",
+                ));
+            }
             inner.creates.pop_front().unwrap_or(CreateStep::Succeed)
         };
         match step {

@@ -10,21 +10,14 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use chrono::{DateTime, Duration, NaiveDate, NaiveTime, SecondsFormat, TimeZone, Utc};
+use chrono::{DateTime, Duration, SecondsFormat, Utc};
 use chrono_tz::Tz;
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 
-use super::state::{FakeAttendee, FakeBooking, FakeHost, Shared};
+use super::state::{FakeAttendee, FakeBooking, FakeHost, Ledger, Shared};
 use crate::calcom::metadata_violation;
 
-/// Slots are this long and start on the hour and half hour.
-const SLOT_MINUTES: u32 = 30;
-/// Bookable hours, local to the requested time zone.
-const OPEN_HOUR: u32 = 9;
-const CLOSE_HOUR: u32 = 17;
-/// A longer slot search is refused rather than answered slowly.
-const MAX_SLOT_RANGE_DAYS: i64 = 62;
 const DEFAULT_LENGTH_MINUTES: u32 = 30;
 const DEFAULT_TAKE: usize = 100;
 const MAX_TAKE: usize = 250;
@@ -58,7 +51,7 @@ impl IntoResponse for FakeError {
     }
 }
 
-fn bad_request(message: impl Into<String>) -> FakeError {
+pub(super) fn bad_request(message: impl Into<String>) -> FakeError {
     FakeError::new(StatusCode::BAD_REQUEST, "BadRequestException", message)
 }
 
@@ -70,19 +63,19 @@ fn not_found(uid: &str) -> FakeError {
     )
 }
 
-fn success(status: StatusCode, data: impl Serialize) -> Response {
+pub(super) fn success(status: StatusCode, data: impl Serialize) -> Response {
     (status, Json(json!({"status": "success", "data": data}))).into_response()
 }
 
-type Params = Result<Query<HashMap<String, String>>, QueryRejection>;
+pub(super) type Params = Result<Query<HashMap<String, String>>, QueryRejection>;
 
-fn params(query: Params) -> Result<HashMap<String, String>, FakeError> {
+pub(super) fn params(query: Params) -> Result<HashMap<String, String>, FakeError> {
     query
         .map(|Query(q)| q)
         .map_err(|err| bad_request(format!("invalid query: {err}")))
 }
 
-fn optional_parsed<T: std::str::FromStr>(
+pub(super) fn optional_parsed<T: std::str::FromStr>(
     q: &HashMap<String, String>,
     name: &str,
 ) -> Result<Option<T>, FakeError> {
@@ -92,7 +85,7 @@ fn optional_parsed<T: std::str::FromStr>(
         .map_err(|_| bad_request(format!("{name} must be a non-negative integer")))
 }
 
-fn parse_instant(text: &str, name: &str) -> Result<DateTime<Utc>, FakeError> {
+pub(super) fn parse_instant(text: &str, name: &str) -> Result<DateTime<Utc>, FakeError> {
     DateTime::parse_from_rfc3339(text.trim())
         .map(|at| at.with_timezone(&Utc))
         .map_err(|_| {
@@ -102,7 +95,7 @@ fn parse_instant(text: &str, name: &str) -> Result<DateTime<Utc>, FakeError> {
         })
 }
 
-fn body_object(body: &Bytes, required: bool) -> Result<Map<String, Value>, FakeError> {
+pub(super) fn body_object(body: &Bytes, required: bool) -> Result<Map<String, Value>, FakeError> {
     if body.is_empty() && !required {
         return Ok(Map::new());
     }
@@ -119,89 +112,6 @@ fn optional_string(body: &Map<String, Value>, name: &str) -> Result<Option<Strin
         Some(Value::String(s)) => Ok(Some(s.clone())),
         Some(_) => Err(bad_request(format!("{name} must be a string"))),
     }
-}
-
-/// `GET /v2/slots?eventTypeId&start&end[&timeZone]`: free half-hour starts, 09:00–17:00
-/// local, grouped by local date.
-pub(super) async fn slots(
-    State(shared): State<Arc<Shared>>,
-    query: Params,
-) -> Result<Response, FakeError> {
-    let q = params(query)?;
-    let event_type_id: i64 = optional_parsed(&q, "eventTypeId")?
-        .ok_or_else(|| bad_request("eventTypeId is required"))?;
-    let tz: Tz = match q.get("timeZone") {
-        Some(name) => name
-            .parse()
-            .map_err(|_| bad_request(format!("unknown timeZone `{name}`")))?,
-        None => Tz::UTC,
-    };
-    let start = range_bound(&q, "start", tz, false)?;
-    let end = range_bound(&q, "end", tz, true)?;
-    if end <= start {
-        return Err(bad_request("end must be after start"));
-    }
-    if end - start > Duration::days(MAX_SLOT_RANGE_DAYS) {
-        return Err(bad_request(format!(
-            "the range may span at most {MAX_SLOT_RANGE_DAYS} days"
-        )));
-    }
-    let taken: Vec<(DateTime<Utc>, DateTime<Utc>)> = shared
-        .ledger()
-        .bookings()
-        .iter()
-        .filter(|b| b.is_active() && b.event_type_id == event_type_id)
-        .map(|b| (b.start, b.end))
-        .collect();
-    let mut days: BTreeMap<String, Vec<Value>> = BTreeMap::new();
-    let last = end.with_timezone(&tz).date_naive();
-    let mut date = start.with_timezone(&tz).date_naive();
-    while date <= last {
-        for minute in (OPEN_HOUR * 60..CLOSE_HOUR * 60).step_by(SLOT_MINUTES as usize) {
-            let Some(time) = NaiveTime::from_hms_opt(minute / 60, minute % 60, 0) else {
-                continue;
-            };
-            // A local time a clock change skips or repeats is left out rather than guessed.
-            let Some(local) = tz.from_local_datetime(&date.and_time(time)).single() else {
-                continue;
-            };
-            let at = local.with_timezone(&Utc);
-            let slot_end = at + Duration::minutes(i64::from(SLOT_MINUTES));
-            let busy = taken.iter().any(|(s, e)| *s < slot_end && at < *e);
-            if at < start || at >= end || busy {
-                continue;
-            }
-            let start_text = local.to_rfc3339_opts(SecondsFormat::Millis, false);
-            days.entry(date.format("%Y-%m-%d").to_string())
-                .or_default()
-                .push(json!({ "start": start_text }));
-        }
-        let Some(next) = date.succ_opt() else { break };
-        date = next;
-    }
-    Ok(success(StatusCode::OK, days))
-}
-
-/// A range end: an instant, or a date meaning its local start (`end`: the day's end).
-fn range_bound(
-    q: &HashMap<String, String>,
-    name: &str,
-    tz: Tz,
-    is_end: bool,
-) -> Result<DateTime<Utc>, FakeError> {
-    let text = q
-        .get(name)
-        .ok_or_else(|| bad_request(format!("{name} is required")))?;
-    let Ok(date) = NaiveDate::parse_from_str(text.trim(), "%Y-%m-%d") else {
-        return parse_instant(text, name);
-    };
-    let date = if is_end { date.succ_opt() } else { Some(date) };
-    date.and_then(|d| {
-        tz.from_local_datetime(&d.and_time(NaiveTime::MIN))
-            .earliest()
-    })
-    .map(|at| at.with_timezone(&Utc))
-    .ok_or_else(|| bad_request(format!("{name} `{text}` does not exist in {tz}")))
 }
 
 /// `POST /v2/bookings`.
@@ -233,6 +143,7 @@ pub(super) async fn create_booking(
     let (booking, hang) = {
         let mut ledger = shared.ledger();
         refuse_double_booking(ledger.bookings(), event_type_id, start, None)?;
+        refuse_held(&ledger, event_type_id, start, duration)?;
         let (id, uid) = ledger.next_identity();
         let booking = FakeBooking {
             id,
@@ -284,6 +195,27 @@ fn refuse_double_booking(
         ));
     }
     Ok(())
+}
+
+/// A live hold by anyone (a booking request cannot name its hold) covers the new booking.
+fn refuse_held(
+    ledger: &Ledger<'_>,
+    event_type_id: i64,
+    start: DateTime<Utc>,
+    duration: u32,
+) -> Result<(), FakeError> {
+    let end = start + Duration::minutes(i64::from(duration));
+    match ledger.held(event_type_id, start, end, Utc::now()) {
+        Some(hold) => Err(FakeError::new(
+            StatusCode::CONFLICT,
+            "reserved_slot_not_first_in_line",
+            format!(
+                "the slot at {start} is reserved (reservation {}) until {}",
+                hold.uid, hold.until
+            ),
+        )),
+        None => Ok(()),
+    }
 }
 
 fn attendee(value: Option<&Value>) -> Result<FakeAttendee, FakeError> {
@@ -459,6 +391,7 @@ pub(super) async fn reschedule_booking(
         )));
     }
     refuse_double_booking(ledger.bookings(), old.event_type_id, start, Some(&uid))?;
+    refuse_held(&ledger, old.event_type_id, start, old.duration)?;
     let (id, new_uid) = ledger.next_identity();
     let new = FakeBooking {
         id,

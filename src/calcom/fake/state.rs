@@ -90,6 +90,16 @@ impl FakeHost {
     }
 }
 
+/// A hold on a slot (`POST /v2/slots/reservations`), live until `until`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FakeReservation {
+    pub uid: String,
+    pub event_type_id: i64,
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+    pub until: DateTime<Utc>,
+}
+
 /// `GET /_fake/stats`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FakeStats {
@@ -152,6 +162,7 @@ struct Inner {
     uids: XorShift,
     next_id: i64,
     bookings: Vec<FakeBooking>,
+    reservations: Vec<FakeReservation>,
     windows: HashMap<String, Window>,
     requests: BTreeMap<String, BTreeMap<u16, u64>>,
     requests_total: u64,
@@ -167,6 +178,7 @@ impl Inner {
             uids: XorShift::new(config.seed ^ 0x5bd1_e995_5bd1_e995),
             next_id: 1,
             bookings: Vec::new(),
+            reservations: Vec::new(),
             windows: HashMap::new(),
             requests: BTreeMap::new(),
             requests_total: 0,
@@ -269,6 +281,14 @@ impl Shared {
         self.lock().bookings.clone()
     }
 
+    pub(super) fn reservations(&self) -> Vec<FakeReservation> {
+        self.lock().reservations.clone()
+    }
+
+    pub(super) fn hours(&self) -> super::OpeningHours {
+        self.config.hours
+    }
+
     pub(super) fn faults(&self) -> Faults {
         self.lock().faults.clone()
     }
@@ -329,6 +349,29 @@ impl Ledger<'_> {
 
     pub(super) fn bookings_mut(&mut self) -> &mut Vec<FakeBooking> {
         &mut self.0.bookings
+    }
+
+    /// Holds, expired ones included (they are dropped when a new one is made).
+    pub(super) fn reservations_mut(&mut self) -> &mut Vec<FakeReservation> {
+        &mut self.0.reservations
+    }
+
+    /// A hold live at `now` that overlaps `start..end` of this event type.
+    pub(super) fn held(
+        &self,
+        event_type_id: i64,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Option<&FakeReservation> {
+        self.0.reservations.iter().find(|r| {
+            r.event_type_id == event_type_id && r.until > now && r.start < end && start < r.end
+        })
+    }
+
+    /// A fresh reservation uid (the same alphabet as booking uids).
+    pub(super) fn next_reservation_uid(&mut self) -> String {
+        self.0.uids.uid()
     }
 
     /// The id and uid of the next booking.
