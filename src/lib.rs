@@ -1,5 +1,6 @@
 //! AskPro: webhook ingress, adapters and wiring around the `askpro-actors` pipeline core.
 
+pub mod apikey;
 pub mod app;
 pub mod bench_server;
 pub mod calcom;

@@ -334,3 +334,18 @@ impl FromStr for ContactSource {
             })
     }
 }
+
+/// A tenant API key as stored: the key itself is shown once at creation and never kept; the
+/// store holds only its SHA-256 (hex), which is what a request's key is looked up by.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiKey {
+    /// Public id (`key_…`), for listing and revoking; it is not a secret.
+    pub id: String,
+    pub company_id: CompanyId,
+    pub name: Option<String>,
+    /// Lowercase hex SHA-256 of the whole key string.
+    pub key_hash: String,
+    pub created_at: DateTime<Utc>,
+    /// Set once; a revoked key is kept (and listed) but no longer authenticates.
+    pub revoked_at: Option<DateTime<Utc>>,
+}

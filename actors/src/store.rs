@@ -8,8 +8,8 @@ use chrono::{DateTime, Utc};
 
 use crate::catalog::{Assignment, Customer, DefaultService, Service, Staff};
 use crate::domain::{
-    Appointment, AppointmentStatus, Branch, Call, Company, DedupClaim, DedupEntry, EventRow,
-    EventStatus, PhoneRoute, Secret,
+    ApiKey, Appointment, AppointmentStatus, Branch, Call, Company, DedupClaim, DedupEntry,
+    EventRow, EventStatus, PhoneRoute, Secret,
 };
 use crate::error::StoreError;
 use crate::ids::{BranchId, CompanyId, EventId};
@@ -215,4 +215,16 @@ pub trait StateStore: Send + Sync + 'static {
     /// Consumers call it before committing offsets.
     async fn sync(&self) -> StoreResult<()>;
     async fn check(&self) -> StoreResult<()>;
+
+    // ---- tenant API keys -----------------------------------------------------------------
+    /// Stores a key (its hash only) in the global key table. [`StoreError::NotFound`] if the
+    /// company does not exist, [`StoreError::Conflict`] if the id or the hash is taken.
+    async fn create_api_key(&self, key: &ApiKey) -> StoreResult<()>;
+    /// Global pointer lookup: the key with this hash, revoked or not.
+    async fn api_key_by_hash(&self, key_hash: &str) -> StoreResult<Option<ApiKey>>;
+    /// A company's keys (revoked ones too), oldest first.
+    async fn api_keys(&self, company_id: CompanyId) -> StoreResult<Vec<ApiKey>>;
+    /// Marks the key revoked at `now` and returns it; `None` when no key has this id. A key
+    /// revoked before keeps its first `revoked_at`.
+    async fn revoke_api_key(&self, id: &str, now: DateTime<Utc>) -> StoreResult<Option<ApiKey>>;
 }

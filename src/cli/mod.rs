@@ -3,6 +3,7 @@
 
 mod admin;
 mod agent;
+mod apikey;
 mod catalog;
 mod events;
 mod fake;
@@ -137,6 +138,9 @@ pub enum Command {
     /// CQL: store.backend), then check that a re-claimed sample is refused as a duplicate.
     /// Creates its own tenants and keys, so it can run against a store in use.
     BenchStore(crate::store_bench::BenchStoreArgs),
+    /// Manage tenant API keys for /api/v1 (the key is shown once; only its hash is stored).
+    #[command(subcommand)]
+    Apikey(apikey::ApiKeyCmd),
 }
 
 #[derive(Subcommand, Debug)]
@@ -204,6 +208,7 @@ pub async fn main() -> Result<()> {
         Command::FakeRetell(args) => fake::run_retell(args).await,
         Command::BenchProducer(args) => crate::kafka::bench::run(&config, args).await,
         Command::BenchStore(args) => bench_store(&config, args).await,
+        Command::Apikey(cmd) => apikey::run(&config, cmd).await,
         Command::BenchResolver(args) => {
             let report = crate::routing::bench_resolver(&args).await?;
             match args.json {

@@ -64,6 +64,14 @@ pub const MIGRATIONS: &[Migration] = &[
             "/schemas/cql/0004_retell_llm.cql"
         )),
     },
+    Migration {
+        version: 5,
+        name: "api_keys",
+        cql: include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/schemas/cql/0005_api_keys.cql"
+        )),
+    },
 ];
 
 /// How long the schema lock lives if its holder dies.

@@ -20,8 +20,8 @@ use std::sync::Arc;
 
 use askpro_actors::catalog::{Assignment, Customer, DefaultService, Service, Staff};
 use askpro_actors::domain::{
-    Appointment, AppointmentStatus, Branch, Call, Company, DedupClaim, DedupEntry, EventRow,
-    EventStatus, PhoneRoute, Secret,
+    ApiKey, Appointment, AppointmentStatus, Branch, Call, Company, DedupClaim, DedupEntry,
+    EventRow, EventStatus, PhoneRoute, Secret,
 };
 use askpro_actors::error::StoreError;
 use askpro_actors::ids::{BranchId, CompanyId, EventId};
@@ -32,6 +32,7 @@ use chrono::{DateTime, Utc};
 use scylla::client::session::Session;
 use uuid::Uuid;
 
+mod apikeys;
 mod appointments;
 mod calls;
 mod catalog;
@@ -467,5 +468,34 @@ impl StateStore for CqlStore {
             .map(drop)
             .map_err(Fail::from);
         edge(result, "check", "system.local")
+    }
+
+    async fn create_api_key(&self, key: &ApiKey) -> StoreResult<()> {
+        edge(
+            self.create_api_key_cql(key).await,
+            "create_api_key",
+            "api_keys",
+        )
+    }
+
+    async fn api_key_by_hash(&self, key_hash: &str) -> StoreResult<Option<ApiKey>> {
+        let result = self.api_key_by_hash_cql(key_hash).await;
+        edge(result, "api_key_by_hash", "api_keys")
+    }
+
+    async fn api_keys(&self, company_id: CompanyId) -> StoreResult<Vec<ApiKey>> {
+        edge(
+            self.api_keys_cql(company_id).await,
+            "api_keys",
+            "company_api_keys",
+        )
+    }
+
+    async fn revoke_api_key(&self, id: &str, now: DateTime<Utc>) -> StoreResult<Option<ApiKey>> {
+        edge(
+            self.revoke_api_key_cql(id, now).await,
+            "revoke_api_key",
+            "api_keys",
+        )
     }
 }

@@ -280,4 +280,18 @@ statements! {
 
     // ---- health ------------------------------------------------------------------------
     health: Read = "SELECT release_version FROM system.local";
+
+    // ---- tenant API keys ---------------------------------------------------------------
+    api_key_id_claim: Lwt = "INSERT INTO api_key_ids (key_id, key_hash) VALUES (?, ?) \
+        IF NOT EXISTS";
+    api_key_id_get: Read = "SELECT key_hash FROM api_key_ids WHERE key_id = ?";
+    api_key_company_insert: Write = "INSERT INTO company_api_keys (company_id, key_id, key_hash) \
+        VALUES (?, ?, ?)";
+    api_key_company_list: Read = "SELECT key_hash FROM company_api_keys WHERE company_id = ?";
+    api_key_insert: Lwt = "INSERT INTO api_keys (key_hash, key_id, company_id, name, created_at, \
+        revoked_at) VALUES (?, ?, ?, ?, ?, ?) IF NOT EXISTS";
+    api_key_get: Read = "SELECT key_hash, key_id, company_id, name, created_at, revoked_at \
+        FROM api_keys WHERE key_hash = ?";
+    api_key_revoke: Lwt = "UPDATE api_keys SET revoked_at = ? WHERE key_hash = ? \
+        IF revoked_at = null";
 }

@@ -58,6 +58,14 @@ pub(crate) const STATE: &[Migration] = &[
             "/schemas/sql/state/0004_retell_llm.sql"
         )),
     },
+    Migration {
+        version: 5,
+        name: "api_keys",
+        sql: include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/schemas/sql/state/0005_api_keys.sql"
+        )),
+    },
 ];
 
 /// Why a database could not be brought to the current schema.

@@ -15,8 +15,8 @@ use std::sync::Arc;
 
 use askpro_actors::catalog::{Assignment, Customer, DefaultService, Service, Staff};
 use askpro_actors::domain::{
-    Appointment, AppointmentStatus, Branch, Call, Company, DedupClaim, DedupEntry, EventRow,
-    EventStatus, PhoneRoute, Secret,
+    ApiKey, Appointment, AppointmentStatus, Branch, Call, Company, DedupClaim, DedupEntry,
+    EventRow, EventStatus, PhoneRoute, Secret,
 };
 use askpro_actors::error::StoreError;
 use askpro_actors::ids::{BranchId, CompanyId, EventId};
@@ -564,10 +564,29 @@ impl StateStore for EmbeddedStore {
             Ok(conn.prepare_cached("SELECT 1")?.query_row([], |_| Ok(()))?)
         })
     }
+
+    async fn create_api_key(&self, key: &ApiKey) -> StoreResult<()> {
+        self.create_api_key_impl(key).await
+    }
+
+    async fn api_key_by_hash(&self, key_hash: &str) -> StoreResult<Option<ApiKey>> {
+        self.api_key_by_hash_impl(key_hash)
+    }
+
+    async fn api_keys(&self, company_id: CompanyId) -> StoreResult<Vec<ApiKey>> {
+        self.api_keys_impl(company_id).await
+    }
+
+    async fn revoke_api_key(&self, id: &str, now: DateTime<Utc>) -> StoreResult<Option<ApiKey>> {
+        self.revoke_api_key_impl(id, now).await
+    }
 }
 
 #[path = "store_catalog.rs"]
 mod catalog;
+
+#[path = "store_apikeys.rs"]
+mod apikeys;
 
 #[cfg(test)]
 #[path = "store_tests.rs"]

@@ -64,13 +64,13 @@ pub(super) fn opt_ms(t: Option<DateTime<Utc>>) -> Option<i64> {
     t.map(ms)
 }
 
-fn ts(row: &Row<'_>, idx: usize) -> rusqlite::Result<DateTime<Utc>> {
+pub(super) fn ts(row: &Row<'_>, idx: usize) -> rusqlite::Result<DateTime<Utc>> {
     let millis: i64 = row.get(idx)?;
     DateTime::from_timestamp_millis(millis)
         .ok_or_else(|| decode_error(idx, format!("timestamp {millis} is out of range")))
 }
 
-fn opt_ts(row: &Row<'_>, idx: usize) -> rusqlite::Result<Option<DateTime<Utc>>> {
+pub(super) fn opt_ts(row: &Row<'_>, idx: usize) -> rusqlite::Result<Option<DateTime<Utc>>> {
     match row.get::<_, Option<i64>>(idx)? {
         None => Ok(None),
         Some(_) => ts(row, idx).map(Some),

@@ -272,6 +272,25 @@ mod tests {
         async fn check(&self) -> StoreResult<()> {
             Ok(())
         }
+        async fn create_api_key(&self, _: &askpro_actors::domain::ApiKey) -> StoreResult<()> {
+            unimplemented!("{UNUSED}")
+        }
+        async fn api_key_by_hash(
+            &self,
+            _: &str,
+        ) -> StoreResult<Option<askpro_actors::domain::ApiKey>> {
+            unimplemented!("{UNUSED}")
+        }
+        async fn api_keys(&self, _: CompanyId) -> StoreResult<Vec<askpro_actors::domain::ApiKey>> {
+            unimplemented!("{UNUSED}")
+        }
+        async fn revoke_api_key(
+            &self,
+            _: &str,
+            _: DateTime<chrono::Utc>,
+        ) -> StoreResult<Option<askpro_actors::domain::ApiKey>> {
+            unimplemented!("{UNUSED}")
+        }
     }
 
     #[tokio::test]

@@ -4,6 +4,7 @@
 pub mod booking;
 mod log;
 mod store;
+mod store_apikeys;
 mod store_catalog;
 mod store_impl;
 

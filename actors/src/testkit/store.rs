@@ -12,7 +12,9 @@ use tokio::sync::Semaphore;
 use uuid::Uuid;
 
 use crate::catalog::{Customer, Service, Staff};
-use crate::domain::{Appointment, Branch, Call, Company, DedupEntry, EventRow, PhoneRoute, Secret};
+use crate::domain::{
+    ApiKey, Appointment, Branch, Call, Company, DedupEntry, EventRow, PhoneRoute, Secret,
+};
 use crate::error::StoreError;
 use crate::ids::{BranchId, CompanyId, EventId};
 use crate::record::Provider;
@@ -35,6 +37,8 @@ pub(super) struct Data {
     pub(super) assignments: HashMap<CompanyId, BTreeSet<(Uuid, Uuid)>>,
     pub(super) customers: HashMap<CompanyId, BTreeMap<Uuid, Customer>>,
     pub(super) routing_version: u64,
+    /// The global key table: key hash → key.
+    pub(super) api_keys: HashMap<String, ApiKey>,
 }
 
 /// An in-memory state store.

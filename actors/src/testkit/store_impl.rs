@@ -8,8 +8,8 @@ use uuid::Uuid;
 use super::store::MemStore;
 use crate::catalog::{Assignment, Customer, DefaultService, Service, Staff};
 use crate::domain::{
-    Appointment, AppointmentStatus, Branch, Call, Company, DedupClaim, DedupEntry, EventRow,
-    EventStatus, PhoneRoute, Secret,
+    ApiKey, Appointment, AppointmentStatus, Branch, Call, Company, DedupClaim, DedupEntry,
+    EventRow, EventStatus, PhoneRoute, Secret,
 };
 use crate::error::StoreError;
 use crate::ids::{BranchId, CompanyId, EventId};
@@ -428,5 +428,22 @@ impl StateStore for MemStore {
 
     async fn check(&self) -> StoreResult<()> {
         self.enter("check")
+    }
+
+    async fn create_api_key(&self, key: &ApiKey) -> StoreResult<()> {
+        self.mem_create_api_key(key)
+    }
+
+    async fn api_key_by_hash(&self, key_hash: &str) -> StoreResult<Option<ApiKey>> {
+        self.enter("api_key_by_hash")?;
+        Ok(self.data().api_keys.get(key_hash).cloned())
+    }
+
+    async fn api_keys(&self, company_id: CompanyId) -> StoreResult<Vec<ApiKey>> {
+        self.mem_api_keys(company_id)
+    }
+
+    async fn revoke_api_key(&self, id: &str, now: DateTime<Utc>) -> StoreResult<Option<ApiKey>> {
+        self.mem_revoke_api_key(id, now)
     }
 }
