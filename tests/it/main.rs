@@ -1,6 +1,7 @@
 //! AskPro's integration suite: one test binary (modules below), real HTTP over loopback.
 mod agent_provision;
 mod anonymous;
+mod api;
 mod booking;
 mod booking_faults;
 mod calcom;

@@ -27,6 +27,9 @@ pub use catalog::*;
 #[path = "store_contract_contact.rs"]
 mod contact;
 pub use contact::*;
+#[path = "store_contract_apikeys.rs"]
+mod apikeys;
+pub use apikeys::*;
 
 // ---- fixtures ----------------------------------------------------------------------------
 
@@ -768,6 +771,8 @@ macro_rules! store_conformance {
                 appointments_by_status_oldest_first,
                 branch_fallback_email_is_stored_updated_and_cleared,
                 appointment_contact_source_round_trips,
+                api_keys_create_lookup_list_revoke,
+                api_key_needs_its_company_and_a_fresh_id,
             );
         }
     };
