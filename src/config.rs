@@ -30,7 +30,8 @@ pub const DEFAULT_FILE: &str = "askpro.toml";
 pub enum ConfigError {
     #[error("config file {path} does not exist")]
     MissingFile { path: PathBuf },
-    #[error("invalid configuration: {0}")]
+    // The figment error is the source: `{:#}` prints it once, after this line.
+    #[error("invalid configuration")]
     Parse(#[source] Box<figment::Error>),
     #[error("invalid configuration: {key} {problem}")]
     Invalid { key: &'static str, problem: String },

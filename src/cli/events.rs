@@ -19,7 +19,7 @@ pub enum EventsCmd {
         /// Only this company's events (default: every company, plus unrouted events).
         #[arg(long, value_name = "ID")]
         company: Option<CompanyId>,
-        /// received, processing, processed, duplicate, failed, rejected or unrouted.
+        /// received, processing, processed, duplicate, retrying, failed, rejected or unrouted.
         #[arg(long, value_parser = parse_status)]
         status: Option<EventStatus>,
         /// At most this many events.

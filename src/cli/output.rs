@@ -42,7 +42,12 @@ pub fn emit<T: Serialize>(json: bool, value: &T, human: impl FnOnce(&T) -> Strin
     if json {
         println(serde_json::to_string_pretty(value)?)
     } else {
-        println(human(value))
+        // An empty list renders as nothing: print nothing, not a blank line.
+        let text = human(value);
+        match text.is_empty() {
+            true => Ok(()),
+            false => println(text),
+        }
     }
 }
 

@@ -7,6 +7,7 @@ mod booking_faults;
 mod calcom;
 mod catalog_cli;
 mod cli_pipe;
+mod cli_ux;
 mod connections;
 mod cql_wiring;
 mod crash;
