@@ -500,10 +500,13 @@ mod tests {
             let config = Config::load(None, &Overrides::default()).expect("loads");
             assert_eq!(config.log.partitions, 8);
             jail.set_env("ASKPRO_SERVR__LISTEN", "x");
-            let err = Config::load(None, &Overrides::default())
-                .unwrap_err()
-                .to_string();
-            assert!(err.contains("servr"), "{err}");
+            let err = Config::load(None, &Overrides::default()).unwrap_err();
+            // The message says what failed; the figment error naming the key is its source.
+            let chain: Vec<String> =
+                std::iter::successors(Some(&err as &dyn std::error::Error), |e| e.source())
+                    .map(ToString::to_string)
+                    .collect();
+            assert!(chain.join(": ").contains("servr"), "{chain:?}");
             Ok(())
         });
     }

@@ -447,7 +447,14 @@ mod tests {
 
     #[test]
     fn every_tenant_table_is_keyed_by_company_first() {
-        const GLOBAL: [&str; 3] = ["phone_routes", "routing_version", "event_pointers"];
+        // Global pointers: a phone, an event id or an API key (hash or id) names its tenant.
+        const GLOBAL: [&str; 5] = [
+            "phone_routes",
+            "routing_version",
+            "event_pointers",
+            "api_keys",
+            "api_key_ids",
+        ];
         for m in MIGRATIONS {
             for s in m.statements().iter().filter(|s| added_column(s).is_none()) {
                 let table = s.split_whitespace().nth(5).unwrap_or_default();
