@@ -3,8 +3,6 @@
 //! customer, store the appointment as `pending_sync` under the call's idempotency key, then
 //! let the booker push it to Cal.com.
 
-use std::collections::BTreeMap;
-
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use uuid::Uuid;
@@ -12,9 +10,7 @@ use uuid::Uuid;
 use super::contact::{self, CallerContact};
 use super::{HandlerCtx, HandlerError};
 use crate::booking::SyncOutcome;
-use crate::catalog::{
-    Customer, DefaultService, Service, DEFAULT_SERVICE_MINUTES, DEFAULT_SERVICE_NAME,
-};
+use crate::catalog::{self, Customer, DefaultService, Service};
 use crate::domain::{Appointment, AppointmentStatus, Branch, Call};
 use crate::extract::{self, AppointmentRequest};
 use crate::ids::CompanyId;
@@ -236,7 +232,11 @@ async fn choose_service(
     if let Some(service) = named.or(offered.first()) {
         return Ok(service.clone());
     }
-    let candidate = default_service(branch, now);
+    let candidate = catalog::default_service(
+        branch,
+        "a booking needed a service and the branch had none",
+        now,
+    );
     let ensured = ctx.store.ensure_default_service(branch, &candidate).await?;
     if let DefaultService::Created {
         service,
@@ -257,29 +257,6 @@ async fn choose_service(
         );
     }
     Ok(ensured.service().clone())
-}
-
-fn default_service(branch: &Branch, now: DateTime<Utc>) -> Service {
-    Service {
-        company_id: branch.company_id,
-        id: Uuid::now_v7(),
-        branch_id: Some(branch.id),
-        name: DEFAULT_SERVICE_NAME.into(),
-        duration_minutes: DEFAULT_SERVICE_MINUTES,
-        price_cents: 0,
-        currency: "EUR".into(),
-        calcom_event_type_id: None,
-        active: true,
-        metadata: BTreeMap::from([
-            ("auto_created".to_owned(), "true".to_owned()),
-            (
-                "reason".to_owned(),
-                "a booking needed a service and the branch had none".to_owned(),
-            ),
-            ("created_at".to_owned(), now.to_rfc3339()),
-        ]),
-        created_at: now,
-    }
 }
 
 /// The customer by phone (the caller's own number, else a callback number from the call).
